@@ -1,0 +1,1 @@
+"""HTTP surfaces: the OpenAI API under /v1, error mapping, request recording."""

@@ -1,0 +1,61 @@
+"""The ASGI application: one server for every API, built from ``Settings``.
+
+Middleware, outermost first: request recording (every request, whatever
+its outcome, a refused oversized body included), then the body size limit
+(413 before anything is buffered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.responses import PlainTextResponse
+
+from blackroad import __version__
+from blackroad.api import openai
+from blackroad.api.errors import install_error_handlers
+from blackroad.api.limits import BodyLimitMiddleware
+from blackroad.api.recording import RecordingMiddleware
+from blackroad.config import Settings
+from blackroad.engines.llamacpp import LlamaCppOptions
+from blackroad.engines.pool import EnginePool
+from blackroad.models.catalog import Catalog
+from blackroad.service.inference import Inference
+from blackroad.store.database import Database
+
+
+def create_app(settings: Settings) -> FastAPI:
+    database = Database(settings.database_path)
+    options = LlamaCppOptions(
+        n_ctx=settings.num_ctx,
+        n_threads=settings.num_threads,
+        n_batch=settings.num_batch,
+        max_queue=settings.max_queue,
+        retry_after=settings.retry_after,
+    )
+    service = Inference(Catalog(settings.models_dir, database), EnginePool(options))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.close()
+        database.close()
+
+    app = FastAPI(title="BlackRoad OS", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.database = database
+    app.state.inference = service
+    install_error_handlers(app)
+    app.include_router(openai.router)
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def root() -> PlainTextResponse:
+        # Ollama's answer, which clients use as a liveness probe.
+        return PlainTextResponse("Ollama is running")
+
+    # add_middleware wraps: the last one added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RecordingMiddleware, database=database)
+    return app

@@ -1,0 +1,122 @@
+"""Turning errors into each protocol's own error format.
+
+OpenAI clients (paths under /v1) get ``{"error": {"message", "type", "param",
+"code"}}``; everything else gets Ollama's ``{"error": "..."}``. Validation
+errors from FastAPI/pydantic become 400s that name the offending field, never
+FastAPI's default 422.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from blackroad.api.recording import describe_error, request_log
+from blackroad.errors import (
+    BlackRoadError,
+    HTTPError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def is_openai_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def openai_error_body(exc: BlackRoadError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": exc.message,
+            "type": _OPENAI_TYPES.get(exc.status_code, "server_error"),
+            "param": getattr(exc, "param", None),
+            "code": exc.code,
+        }
+    }
+
+
+def error_response(path: str, exc: BlackRoadError) -> Response:
+    body = openai_error_body(exc) if is_openai_path(path) else {"error": exc.message}
+    headers = {}
+    if isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _param(loc: Sequence[str | int]) -> str | None:
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    """The first pydantic error, phrased as OpenAI phrases it, naming its field."""
+    error = exc.errors()[0]
+    param = _param(error.get("loc", ()))
+    kind = error.get("type")
+    if kind == "json_invalid":
+        return InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid "
+            f"JSON (UTF-8): {error.get('ctx', {}).get('error', 'invalid JSON')}."
+        )
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param)
+    if param is None:
+        return InvalidRequest("The request body must be a JSON object.")
+    value = json.dumps(error.get("input"), default=str)[:200]
+    return InvalidRequest(f"Invalid value for '{param}': {error['msg']} (got {value}).", param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_blackroad_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BlackRoadError)
+        request_log(request).error = exc.message
+        return error_response(request.url.path, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return await on_blackroad_error(request, validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error: BlackRoadError = HTTPError(exc.status_code, str(exc.detail))
+        if exc.status_code == 400:
+            error = InvalidRequest(f"We could not parse the body of your request: {exc.detail}.")
+        elif exc.status_code == 413:
+            error = PayloadTooLarge(str(exc.detail))
+        return await on_blackroad_error(request, error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        request_log(request).error = describe_error(exc)
+        return error_response(request.url.path, BlackRoadError("internal server error"))
+
+    app.add_exception_handler(BlackRoadError, on_blackroad_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

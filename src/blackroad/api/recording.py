@@ -1,0 +1,126 @@
+"""Recording every API request in the database before its response ends.
+
+``RecordingMiddleware`` puts a ``RequestLog`` in the ASGI scope state; route
+handlers fill in what they know (model, tokens, time to first token). The
+record is committed exactly once, by whichever comes first:
+
+- a streaming handler calling ``commit()`` just before its final event
+  (``data: [DONE]``), so a client that has read the whole stream can rely on
+  the record existing;
+- the middleware, before it forwards the last body message of any response;
+- the middleware, after a client went away mid-response (status 499, as
+  nginx logs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from blackroad.store.database import Database
+from blackroad.store.schema import RequestRecord
+
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class RequestLog:
+    database: Database
+    method: str
+    path: str
+    client: str | None
+    started: float = field(default_factory=time.perf_counter)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    status: int = 200
+    error: str | None = None
+    committed: bool = False
+
+    def first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+
+    def add_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+
+    async def commit(self) -> None:
+        if self.committed:
+            return
+        self.committed = True
+        record = RequestRecord(
+            created_at=self.created_at,
+            method=self.method,
+            path=self.path[:256],
+            model=self.model,
+            client=self.client,
+            status=self.status,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_ms=self.ttft_ms,
+            duration_ms=(time.perf_counter() - self.started) * 1000,
+            error=self.error,
+        )
+        await asyncio.to_thread(self.database.record_request, record)
+
+
+def request_log(request: Request) -> RequestLog:
+    log: RequestLog = request.state.request_log
+    return log
+
+
+class RecordingMiddleware:
+    def __init__(self, app: ASGIApp, database: Database) -> None:
+        self.app = app
+        self.database = database
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        log = RequestLog(
+            database=self.database,
+            method=scope["method"],
+            path=scope["path"],
+            client=f"{client[0]}:{client[1]}" if client else None,
+        )
+        scope.setdefault("state", {})["request_log"] = log
+        finished = False
+
+        async def send_recorded(message: Message) -> None:
+            nonlocal finished
+            if message["type"] == "http.response.start":
+                log.status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await log.commit()
+                finished = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recorded)
+        except asyncio.CancelledError:
+            log.status = CLIENT_CLOSED
+            raise
+        except Exception as exc:
+            log.status, log.error = 500, describe_error(exc)
+            raise
+        else:
+            if not finished:
+                log.status = CLIENT_CLOSED
+        finally:
+            # Shielded: this may run while the request task is being cancelled.
+            await asyncio.shield(log.commit())
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+

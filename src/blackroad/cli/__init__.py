@@ -1,0 +1,1 @@
+"""The ``blackroad`` command (Typer): one module per command group."""

@@ -1,0 +1,26 @@
+"""Entry point of the ``blackroad`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from blackroad import __version__
+from blackroad.cli import models, run, serve
+
+app = typer.Typer(
+    name="blackroad",
+    help="BlackRoad OS: a sovereign AI operating system.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("up")(serve.up)
+app.command("run")(run.run)
+app.add_typer(models.app, name="models")
+
+
+@app.command()
+def version() -> None:
+    """Print the version of BlackRoad and of the llama.cpp binding."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(f"blackroad {__version__} (llama-cpp-python {package_version('llama-cpp-python')})")

@@ -1,0 +1,39 @@
+"""``blackroad up``: serve every API on one port."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from blackroad.config import Settings
+
+console = Console(stderr=True)
+
+
+def up(
+    host: str | None = typer.Option(None, help="Address to bind [env BLACKROAD_HOST; 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Port to listen on [env BLACKROAD_PORT; 11434]."),
+) -> None:
+    """Start the server (OpenAI API at /v1) with the models of this machine."""
+    settings = Settings.from_env().with_overrides(host=host, port=port)
+    if not settings.is_loopback and not settings.api_key:
+        console.print(
+            f"[red]Refusing to listen on {settings.host}: every non-loopback address needs an "
+            "API key.[/red]\nSet one with [bold]BLACKROAD_API_KEY=<a long random secret>[/bold] "
+            "(for example: export BLACKROAD_API_KEY=$(python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')), or bind 127.0.0.1."
+        )
+        raise typer.Exit(2)
+
+    from blackroad.api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    console.print(
+        f"BlackRoad listening on http://{settings.host}:{settings.port} "
+        f"(home {settings.home}, {settings.num_threads} threads)"
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -1,0 +1,71 @@
+"""Settings: every knob of a BlackRoad process, read once from the environment.
+
+Each field maps to ``BLACKROAD_<FIELD>`` (upper case). The CLI overrides a few
+of them with flags; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one BlackRoad process."""
+
+    home: Path = field(default_factory=lambda: Path.home() / ".blackroad")
+    host: str = "127.0.0.1"
+    port: int = 11434
+    # A single shared key for now; per-user keys arrive with the identity package.
+    api_key: str | None = None
+    # Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Requests allowed to wait per model behind the one being served (503 past it).
+    max_queue: int = 16
+    # Seconds a client is told to wait when the queue is full.
+    retry_after: int = 2
+    # Context window per loaded model, capped by the model's own training context.
+    num_ctx: int = 4096
+    num_threads: int = field(default_factory=_default_threads)
+    num_batch: int = 512
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "blackroad.db"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"BLACKROAD_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.name == "home":
+                values[f.name] = Path(raw).expanduser()
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]

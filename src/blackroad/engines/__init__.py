@@ -1,0 +1,1 @@
+"""Inference engines: the ``Engine`` contract and its adapters."""

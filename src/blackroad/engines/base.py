@@ -1,0 +1,108 @@
+"""The engine contract: what every inference backend must do.
+
+An engine serves one model. It streams chat and completion tokens, embeds,
+tokenizes, loads and unloads, and reports its health. Adapters (embedded
+llama.cpp here; remote Ollama and OpenAI-compatible servers later) implement
+this and nothing else: they know nothing about HTTP routes, users or audit.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. Defaults are llama.cpp's."""
+
+    max_tokens: int | None = None  # None: until end of generation or the context is full
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    # Constrain output to JSON: ``{}`` for any JSON object, else a JSON schema.
+    json_schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of generated text; the last chunk of a stream carries ``finish``."""
+
+    text: str
+    finish: Finish | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a generation ended, with exact token counts and timings."""
+
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    # Nanoseconds, as Ollama reports them.
+    load_ns: int = 0
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    model: str
+    loaded: bool
+    busy: bool
+    queued: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Message = Mapping[str, Any]
+
+
+class Engine(abc.ABC):
+    """One model, served by one backend."""
+
+    model: str
+
+    @abc.abstractmethod
+    def stream_chat(
+        self, messages: Sequence[Message], params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
+        """Stream the assistant's reply to ``messages``; the last chunk has ``finish``."""
+
+    @abc.abstractmethod
+    def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Stream the continuation of raw ``prompt``; the last chunk has ``finish``."""
+
+    @abc.abstractmethod
+    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+        """One normalized vector per input."""
+
+    @abc.abstractmethod
+    async def tokenize(self, text: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    async def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    @abc.abstractmethod
+    async def load(self) -> None: ...
+
+    @abc.abstractmethod
+    async def unload(self) -> None: ...
+
+    @abc.abstractmethod
+    def health(self) -> EngineHealth: ...

@@ -1,0 +1,89 @@
+"""The one exception hierarchy of BlackRoad.
+
+Every layer raises these; only ``api/`` turns them into a protocol's error
+format. Each carries the HTTP status it maps to, so the mapping lives in one
+place per protocol and never in business code.
+
+    BlackRoadError
+    ├── InvalidRequest      400  (``param`` names the offending field)
+    │   └── ContextLengthExceeded
+    ├── Unauthorized        401
+    ├── ModelNotFound       404
+    ├── PayloadTooLarge     413
+    ├── ServiceUnavailable  503  (``retry_after`` seconds)
+    │   └── QueueFull
+    ├── EngineError         500
+    └── HTTPError           any  (unknown route, wrong method)
+"""
+
+from __future__ import annotations
+
+
+class BlackRoadError(Exception):
+    """Base of every error BlackRoad raises on purpose."""
+
+    status_code = 500
+    code: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(BlackRoadError):
+    status_code = 400
+    code = "invalid_value"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class Unauthorized(BlackRoadError):
+    status_code = 401
+    code = "invalid_api_key"
+
+
+class ModelNotFound(BlackRoadError):
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist.")
+        self.model = model
+
+
+class PayloadTooLarge(BlackRoadError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class ServiceUnavailable(BlackRoadError):
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFull(ServiceUnavailable):
+    code = "queue_full"
+
+
+class EngineError(BlackRoadError):
+    status_code = 500
+    code = "engine_error"
+
+
+class HTTPError(BlackRoadError):
+    """A failure at the HTTP level that carries its own status."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = None

@@ -1,0 +1,1 @@
+"""Model files: GGUF metadata, chat templates, the catalog and the bundled models."""

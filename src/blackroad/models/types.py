@@ -1,0 +1,53 @@
+"""The contract of ``models/``: what the rest of BlackRoad knows about a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+ModelSource = Literal["bundled", "directory", "added"]
+
+
+@dataclass(frozen=True)
+class GGUFMetadata:
+    """The facts read from a GGUF file's header that BlackRoad uses."""
+
+    architecture: str
+    general_name: str | None
+    parameter_count: int
+    quantization: str
+    context_length: int
+    embedding_length: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    # llama.cpp's pooling enum, when the file declares one (embedding models do).
+    pooling_type: int | None
+
+    @property
+    def parameter_size(self) -> str:
+        """Human size label as Ollama prints it, e.g. ``268.10M``."""
+        count = float(self.parameter_count)
+        for unit in ("", "K", "M", "B", "T"):
+            if count < 1000 or unit == "T":
+                return f"{count:.2f}{unit}" if unit else str(int(count))
+            count /= 1000
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model the catalog can serve, under its Ollama-style ``name:tag``."""
+
+    name: str
+    path: Path
+    source: ModelSource
+    size: int
+    modified_at: datetime
+    metadata: GGUFMetadata
+
+    @property
+    def family(self) -> str:
+        return self.metadata.architecture

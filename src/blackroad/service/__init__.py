@@ -1,0 +1,1 @@
+"""Services between the HTTP surfaces and the engines: what a request is for."""
