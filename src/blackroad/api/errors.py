@@ -89,7 +89,9 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     if param is None:
         return InvalidRequest("The request body must be a JSON object.")
     value = json.dumps(error.get("input"), default=str)[:200]
-    return InvalidRequest(f"Invalid value for '{param}': {error['msg']} (got {value}).", param=param)
+    return InvalidRequest(
+        f"Invalid value for '{param}': {error['msg']} (got {value}).", param=param
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -150,14 +150,19 @@ async def chat_completions(
         async for piece in stream:
             if piece.text:
                 delta = {"content": piece.text}
-                yield chunk(
-                    [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
-                )
+                yield chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
             if piece.finish is not None:
-                done = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": piece.finish.reason}
+                done = {
+                    "index": 0,
+                    "delta": {},
+                    "logprobs": None,
+                    "finish_reason": piece.finish.reason,
+                }
                 yield chunk([done])
                 if body.include_usage:
-                    yield chunk([], _usage(piece.finish.prompt_tokens, piece.finish.completion_tokens))
+                    yield chunk(
+                        [], _usage(piece.finish.prompt_tokens, piece.finish.completion_tokens)
+                    )
 
     return _event_stream(record, events())
 

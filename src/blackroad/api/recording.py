@@ -123,4 +123,3 @@ class RecordingMiddleware:
 
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
-

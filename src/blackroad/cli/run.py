@@ -44,11 +44,15 @@ def run(
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     base_url = f"http://{host}:{settings.port}"
-    with httpx.Client(base_url=base_url, headers=headers, timeout=None) as client:
+    with httpx.Client(
+        base_url=base_url, headers=headers, timeout=httpx.Timeout(10.0, read=None)
+    ) as client:
         try:
             client.get("/")
         except httpx.TransportError:
-            console.print(f"[red]No BlackRoad server at {base_url}.[/red] Start it with: blackroad up")
+            console.print(
+                f"[red]No BlackRoad server at {base_url}.[/red] Start it with: blackroad up"
+            )
             raise typer.Exit(1) from None
         if prompt is not None:
             _stream_reply(client, model, [{"role": "user", "content": prompt}])
@@ -65,4 +69,6 @@ def run(
             if not line.strip():
                 continue
             messages.append({"role": "user", "content": line})
-            messages.append({"role": "assistant", "content": _stream_reply(client, model, messages)})
+            messages.append(
+                {"role": "assistant", "content": _stream_reply(client, model, messages)}
+            )

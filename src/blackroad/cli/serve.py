@@ -30,7 +30,9 @@ def up(
 
     from blackroad.api.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings)
     console.print(
         f"BlackRoad listening on http://{settings.host}:{settings.port} "

@@ -73,9 +73,7 @@ def compile_grammar(schema: Any) -> Any:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     except Exception as exc:  # the converter raises assorted errors on unsupported schemas
-        raise InvalidRequest(
-            f"unsupported JSON schema: {exc}", param="response_format"
-        ) from exc
+        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 
 
 class LlamaCppEngine(Engine):
@@ -283,7 +281,9 @@ class LlamaCppEngine(Engine):
             lambda emit, cancel: self._generate_sync(prompt, params, grammar, emit, cancel)
         )
 
-    def stream_chat(self, messages: Sequence[Message], params: SamplingParams) -> AsyncIterator[Chunk]:
+    def stream_chat(
+        self, messages: Sequence[Message], params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
         prompt = self.template.render(messages)
         stop = (*params.stop, *self.template.stop)
         return self.stream_completion(prompt, replace(params, stop=stop))
@@ -343,5 +343,3 @@ class LlamaCppEngine(Engine):
             queued=self._queue.waiting,
             extra={"n_ctx": self.n_ctx},
         )
-
-

@@ -31,8 +31,7 @@ class FairQueue:
         """Wait for this request's turn; raise QueueFull when too many already wait."""
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise QueueFull(
-                f"the model is busy and {self._waiting} requests are already waiting; "
-                "retry later",
+                f"the model is busy and {self._waiting} requests are already waiting; retry later",
                 retry_after=self.retry_after,
             )
         self._waiting += 1

