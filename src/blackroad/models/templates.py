@@ -30,7 +30,10 @@ from blackroad.models.types import GGUFMetadata
 _BUILTIN_BY_ARCH = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma"}
 # Text that ends a turn in each built-in format; generation stops on it even
 # when a base model does not treat it as end-of-generation.
-_BUILTIN_STOPS = {"gemma": ("<end_of_turn>",), "chatml": ("<|im_end|>",)}
+_BUILTIN_STOPS = {
+    "gemma": ("<end_of_turn>", "<start_of_turn>"),
+    "chatml": ("<|im_end|>", "<|im_start|>"),
+}
 
 
 def _raise_exception(message: str) -> NoReturn:
