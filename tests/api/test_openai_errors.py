@@ -175,6 +175,10 @@ def _shared_cases() -> list[ParameterSet]:
     ]
     for name, path in (("chat", CHAT), ("completions", COMPLETIONS)):
         cases += [case(f"{name}-{id}", path, param=f, **{f: v}) for id, f, v in sampling]
+        cases.append(
+            case(f"{name}-stop-5-strings-message", path, param="stop", message="at most 4",
+                 stop=["a", "b", "c", "d", "e"])
+        )  # fmt: skip
         cases += [
             case(f"{name}-stream-max_tokens-huge", path, param="max_tokens", stream=True,
                  max_tokens=10**9),
@@ -226,7 +230,8 @@ FIELD_CASES = [
     case("embeddings-input-empty-list", EMBEDDINGS, param="input", input=[]),
     case("embeddings-input-empty-item", EMBEDDINGS, param="input[1]", input=["ok", ""]),
     case("embeddings-input-list-of-numbers", EMBEDDINGS, param="input[0]", input=[3]),
-    case("embeddings-input-too-many", EMBEDDINGS, param="input", input=["x"] * 2049),
+    case("embeddings-input-too-many", EMBEDDINGS, param="input", message="at most 2048",
+         input=["x"] * 2049),
     case("embeddings-encoding_format-unknown", EMBEDDINGS, param="encoding_format",
          encoding_format="hex"),
     case("embeddings-dimensions-zero", EMBEDDINGS, param="dimensions", dimensions=0),
@@ -362,7 +367,7 @@ CLIENT_CASES = [
     pytest.param(_embedding(model="nope:1b"), NOT_FOUND, None, "model_not_found",
                  id="embeddings-unknown-model"),
     pytest.param(_embedding(input=""), BAD, "input", "invalid_value", id="embeddings-input-empty"),
-    pytest.param(_embedding(input=[]), BAD, "input", "invalid_value", id="embeddings-input-[]"),
+    pytest.param(_embedding(input=[]), BAD, "input", "invalid_value", id="embeddings-input-empty-list"),
     pytest.param(_embedding(dimensions=7), BAD, "dimensions", "invalid_value",
                  id="embeddings-dimensions"),
 ]  # fmt: skip
