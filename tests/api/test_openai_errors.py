@@ -169,17 +169,14 @@ def _shared_cases() -> list[ParameterSet]:
         ("top_p-negative", "top_p", -0.1),
         ("stream-string", "stream", "yes"),
         ("stop-number", "stop", 3),
-        ("stop-5-strings", "stop", ["a", "b", "c", "d", "e"]),
         ("n-2", "n", 2),
         ("seed-negative", "seed", -1),
     ]
     for name, path in (("chat", CHAT), ("completions", COMPLETIONS)):
         cases += [case(f"{name}-{id}", path, param=f, **{f: v}) for id, f, v in sampling]
-        cases.append(
-            case(f"{name}-stop-5-strings-message", path, param="stop", message="at most 4",
-                 stop=["a", "b", "c", "d", "e"])
-        )  # fmt: skip
         cases += [
+            case(f"{name}-stop-5-strings", path, param="stop", message="at most 4",
+                 stop=["a", "b", "c", "d", "e"]),
             case(f"{name}-stream-max_tokens-huge", path, param="max_tokens", stream=True,
                  max_tokens=10**9),
             case(f"{name}-stream-unknown-model", path, status=404, param=None,
@@ -367,7 +364,8 @@ CLIENT_CASES = [
     pytest.param(_embedding(model="nope:1b"), NOT_FOUND, None, "model_not_found",
                  id="embeddings-unknown-model"),
     pytest.param(_embedding(input=""), BAD, "input", "invalid_value", id="embeddings-input-empty"),
-    pytest.param(_embedding(input=[]), BAD, "input", "invalid_value", id="embeddings-input-empty-list"),
+    pytest.param(_embedding(input=[]), BAD, "input", "invalid_value",
+                 id="embeddings-input-empty-list"),
     pytest.param(_embedding(dimensions=7), BAD, "dimensions", "invalid_value",
                  id="embeddings-dimensions"),
 ]  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,8 +65,18 @@ def error_response(path: str, exc: BlackRoadError) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
-def _param(loc: Sequence[str | int]) -> str | None:
-    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+# Pydantic puts the member it tried into the location of a union error
+# ("stop", "list[str]", 0). Field names here are snake_case identifiers, so a
+# part with brackets, a dash, or a capital (a model class) is such a label.
+_UNION_LABEL = re.compile(r"[\[\]-]|^[A-Z]|^(str|int|float|bool|list|dict)$")
+
+
+def _location(loc: Sequence[str | int]) -> list[str | int]:
+    parts = loc[1:] if loc and loc[0] == "body" else loc
+    return [p for p in parts if isinstance(p, int) or not _UNION_LABEL.search(p)]
+
+
+def _param(parts: Sequence[str | int]) -> str | None:
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -73,21 +84,29 @@ def _param(loc: Sequence[str | int]) -> str | None:
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequest:
-    """The first pydantic error, phrased as OpenAI phrases it, naming its field."""
-    error = exc.errors()[0]
-    param = _param(error.get("loc", ()))
+    """The most telling pydantic error, phrased as OpenAI phrases it, naming its field.
+
+    Of a union's failed members, the one that got deepest explains best (for
+    ``prompt: [3]`` that is ``prompt[0]``, not "prompt is not a string"), and a
+    range error ("at most 4 items") beats a plain type mismatch.
+    """
+    error = max(
+        exc.errors(),
+        key=lambda e: (len(_location(e.get("loc", ()))), not str(e.get("type")).endswith("_type")),
+    )
+    param = _param(_location(error.get("loc", ())))
     kind = error.get("type")
     if kind == "json_invalid":
         return InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid "
             f"JSON (UTF-8): {error.get('ctx', {}).get('error', 'invalid JSON')}."
         )
+    if param is None:
+        return InvalidRequest("The request body must be a JSON object.")
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
     if kind == "extra_forbidden":
         return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param)
-    if param is None:
-        return InvalidRequest("The request body must be a JSON object.")
     value = json.dumps(error.get("input"), default=str)[:200]
     return InvalidRequest(
         f"Invalid value for '{param}': {error['msg']} (got {value}).", param=param

@@ -108,7 +108,12 @@ async def chat_completions(
     messages = body.rendered_messages()
     params = body.sampling()
     engine = await inference(request).engine(body.model)
-    stream = tracked(await started(engine.stream_chat(messages, params)), record)
+    try:
+        stream = tracked(await started(engine.stream_chat(messages, params)), record)
+    except InvalidRequest as exc:
+        if exc.param == "max_tokens" and body.max_completion_tokens is not None:
+            exc.param = "max_completion_tokens"  # the engine's name for the client's field
+        raise
     completion_id = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
 

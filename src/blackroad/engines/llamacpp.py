@@ -162,7 +162,13 @@ class LlamaCppEngine(Engine):
         return piece
 
     def _generate_sync(
-        self, prompt: str, params: SamplingParams, grammar: Any, emit: Emit, cancel: threading.Event
+        self,
+        prompt: str,
+        prompt_arg: str,
+        params: SamplingParams,
+        grammar: Any,
+        emit: Emit,
+        cancel: threading.Event,
     ) -> None:
         import llama_cpp
 
@@ -174,7 +180,7 @@ class LlamaCppEngine(Engine):
             raise ContextLengthExceeded(
                 f"this model's context is {self.n_ctx} tokens, but the prompt has "
                 f"{len(tokens)} tokens",
-                param="messages",
+                param=prompt_arg,
             )
         limit = room if params.max_tokens is None else min(params.max_tokens, room)
         llama.set_seed(secrets.randbits(32) if params.seed is None else params.seed)
@@ -269,7 +275,8 @@ class LlamaCppEngine(Engine):
         finally:
             cancel.set()
 
-    def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+    def _start(self, prompt: str, prompt_arg: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Check what can be checked at once, then queue the generation."""
         if params.max_tokens is not None and params.max_tokens > self.n_ctx:
             raise InvalidRequest(
                 f"max_tokens is {params.max_tokens}, but this model's context is only "
@@ -278,15 +285,20 @@ class LlamaCppEngine(Engine):
             )
         grammar = None if params.json_schema is None else compile_grammar(params.json_schema)
         return self._stream(
-            lambda emit, cancel: self._generate_sync(prompt, params, grammar, emit, cancel)
+            lambda emit, cancel: self._generate_sync(
+                prompt, prompt_arg, params, grammar, emit, cancel
+            )
         )
+
+    def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+        return self._start(prompt, "prompt", params)
 
     def stream_chat(
         self, messages: Sequence[Message], params: SamplingParams
     ) -> AsyncIterator[Chunk]:
         prompt = self.template.render(messages)
         stop = (*params.stop, *self.template.stop)
-        return self.stream_completion(prompt, replace(params, stop=stop))
+        return self._start(prompt, "messages", replace(params, stop=stop))
 
     async def embed(self, inputs: Sequence[str]) -> Embeddings:
         def work() -> Embeddings:
@@ -294,7 +306,7 @@ class LlamaCppEngine(Engine):
             counts = [len(embedder.tokenize(text.encode())) for text in inputs]
             for index, count in enumerate(counts):
                 if count > self.n_ctx:
-                    raise InvalidRequest(
+                    raise ContextLengthExceeded(
                         f"input[{index}] has {count} tokens; this model embeds at most "
                         f"{self.n_ctx}",
                         param="input",
