@@ -51,7 +51,9 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
@@ -74,6 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 1234
 DECODE_TARGET = 0.97  # server decode speed / in-process decode speed, at least
 TTFT_TARGET_MS = 10.0  # server TTFT - in-process TTFT, at most
+OTHER_LOAD_WARNING = 0.05  # cores used by other processes that make a run suspect
 
 SYSTEM = "You are a novelist who writes long, detailed stories and never stops early."
 USER = (
@@ -139,6 +142,9 @@ class Baseline:
         if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
             tokens = tokens[1:]
         return tokens
+
+    def close(self) -> None:
+        self.llama.close()
 
     def run(self, messages: list[dict[str, str]], max_tokens: int) -> Sample:
         import llama_cpp
@@ -232,13 +238,92 @@ def cpu_model() -> str:
 
 
 def cpu_count() -> int:
-    import os
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU seconds used so far: the whole machine (busy), this process, the server."""
+
+    wall: float
+    machine: float | None
+    bench: float
+    server: float | None
+
+
+class CpuMeter:
+    """CPU accounting from /proc (Linux); the machine and server figures are None elsewhere."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _machine(self) -> float | None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+            # cpu user nice system idle iowait irq softirq steal ...
+            user, nice, system, _, _, irq, softirq, steal = map(int, fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / self.tick
+        return None
+
+    def _server(self) -> float | None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{self.server_pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            return (int(fields[11]) + int(fields[12])) / self.tick
+        return None
+
+    def now(self) -> CpuTimes:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return CpuTimes(
+            time.perf_counter(), self._machine(), usage.ru_utime + usage.ru_stime, self._server()
+        )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A sample plus the CPU time spent while it ran."""
+
+    side: str
+    sample: Sample
+    bench_cpu_s: float
+    server_cpu_s: float | None
+    other_cores: float | None  # CPU used by other processes, in cores, on average
+
+    @classmethod
+    def between(cls, side: str, sample: Sample, before: CpuTimes, after: CpuTimes) -> Measured:
+        bench = after.bench - before.bench
+        server = None
+        if after.server is not None and before.server is not None:
+            server = after.server - before.server
+        other = None
+        if after.machine is not None and before.machine is not None and server is not None:
+            # /proc figures tick at 1/CLK_TCK s, so small negatives are rounding.
+            busy = after.machine - before.machine
+            other = max(0.0, busy - bench - server) / (after.wall - before.wall)
+        return cls(side, sample, bench, server, other)
+
+    @property
+    def cpu_ms_per_token(self) -> float:
+        """CPU time of this process and the server per generated token."""
+        total = self.bench_cpu_s + (self.server_cpu_s or 0.0)
+        return total * 1000 / max(1, self.sample.completion_tokens)
+
+    def line(self, label: str) -> str:
+        s = self.sample
+        other = "n/a" if self.other_cores is None else f"{self.other_cores:.2f}"
+        return (
+            f"  {label:<10} {self.side:<10}  TTFT {s.ttft_ms:7.1f} ms  "
+            f"decode {s.decode_tps:6.1f} tok/s  {s.prompt_tokens}+{s.completion_tokens} tokens  "
+            f"cpu {self.cpu_ms_per_token:5.2f} ms/token  other load {other} cores"
+        )
 
 
 @contextlib.contextmanager
-def server_client(threads: int) -> Iterator[openai.OpenAI]:
+def server_client(threads: int) -> Iterator[tuple[openai.OpenAI, int]]:
+    """A fresh server on 127.0.0.1 with a temporary home, a client on it, and its pid."""
     if str(ROOT) not in sys.path:  # run as a script rather than with -m
         sys.path.insert(0, str(ROOT))
     from tests.support.server import running_server
@@ -249,7 +334,7 @@ def server_client(threads: int) -> Iterator[openai.OpenAI]:
     ):
         client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=600)
         try:
-            yield client
+            yield client, server.process.pid
         finally:
             client.close()
 
@@ -273,11 +358,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads, both sides")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per generation")
     parser.add_argument("--repeats", type=int, default=5, help="measured runs per side")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs per side first")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="unmeasured runs per side first (the server loads its model on the first request)",
+    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.max_tokens < 2 or args.repeats < 1 or args.warmup < 0:
         parser.error("need --threads >= 1, --max-tokens >= 2, --repeats >= 1, --warmup >= 0")
     return args
+
+
+def spread(values: list[float], digits: int) -> str:
+    """Median and range, e.g. ``103.3 [102.8..104.2]``."""
+    return f"{median(values):.{digits}f} [{min(values):.{digits}f}..{max(values):.{digits}f}]"
+
+
+def report(local: list[Measured], remote: list[Measured], repeats: int) -> None:
+    print()
+    title = f"{repeats} runs"
+    print(f"{title:<11} {'TTFT ms median [range]':>24} {'decode tok/s':>22} {'cpu ms/token':>13}")
+    for name, runs in (("in-process", local), ("server", remote)):
+        ttft = spread([m.sample.ttft_ms for m in runs], 1)
+        tps = spread([m.sample.decode_tps for m in runs], 1)
+        cpu = median([m.cpu_ms_per_token for m in runs])
+        print(f"{name:<11} {ttft:>24} {tps:>22} {cpu:>13.2f}")
+    client_cpu = median([m.bench_cpu_s * 1000 / max(1, m.sample.completion_tokens) for m in remote])
+    print(
+        f"  (cpu: this process + the server process, per generated token; the openai "
+        f"client's share: {client_cpu:.2f})"
+    )
+    local_tps, remote_tps = (median([m.sample.decode_tps for m in r]) for r in (local, remote))
+    local_ttft, remote_ttft = (median([m.sample.ttft_ms for m in r]) for r in (local, remote))
+    ratio = remote_tps / local_tps
+    overhead = remote_ttft - local_ttft
+    print()
+    verdict = "ok" if ratio >= DECODE_TARGET else "MISSED"
+    print(f"decode ratio   server/in-process: {ratio:.3f}  (target >= {DECODE_TARGET}) {verdict}")
+    verdict = "ok" if overhead <= TTFT_TARGET_MS else "MISSED"
+    print(
+        f"TTFT overhead  server-in-process: {overhead:+.1f} ms  "
+        f"(target <= {TTFT_TARGET_MS:g} ms) {verdict}"
+    )
+    others = [m.other_cores for m in (*local, *remote) if m.other_cores is not None]
+    if others and max(others) > OTHER_LOAD_WARNING:
+        print(
+            f"warning: other processes used up to {max(others):.2f} cores during measured runs "
+            f"(median {median(others):.2f}); the figures are disturbed, rerun on a quiet machine",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,59 +424,43 @@ def main(argv: list[str] | None = None) -> int:
     path = models[args.model]
     template = ChatTemplate.for_model(read_metadata(path))
 
-    command = shlex.join([Path(sys.executable).name, "-m", "bench.overhead", *sys.argv[1:]])
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    entry = ["-m", "bench.overhead"] if __spec__ is not None else [sys.argv[0]]
+    command = shlex.join([str(python), *entry, *sys.argv[1:]])
     print(f"command: {command}")
     print(f"cpu:     {cpu_model()} ({cpu_count()} usable cores)")
     print(f"threads: {args.threads} (in-process n_threads/n_threads_batch, BLACKROAD_NUM_THREADS)")
     print(f"model:   {args.model} ({path.name})")
     print(
-        f"runs:    {args.warmup} warm-up + {args.repeats} measured per side, "
+        f"runs:    {args.warmup} warm-up + {args.repeats} measured per side, ABBA order, "
         f"max_tokens {args.max_tokens}, temperature 0, seed {SEED}"
     )
 
     baseline = Baseline(path, template, args.threads)
-    local: list[Sample] = []
-    remote: list[Sample] = []
-    with server_client(args.threads) as client:
-        total = args.warmup + args.repeats
-        for index in range(total):
+    local: list[Measured] = []
+    remote: list[Measured] = []
+    with server_client(args.threads) as (client, server_pid):
+        meter = CpuMeter(server_pid)
+        for index in range(args.warmup + args.repeats):
             warm = index < args.warmup
             label = f"warm-up {index + 1}" if warm else f"run {index - args.warmup + 1}"
             messages = messages_for(label)
             sides = ["in-process", "server"] if index % 2 == 0 else ["server", "in-process"]
             for side in sides:
+                before = meter.now()
                 if side == "server":
                     sample = run_server(client, args.model, messages, args.max_tokens)
                 else:
                     sample = baseline.run(messages, args.max_tokens)
+                measured = Measured.between(side, sample, before, meter.now())
                 check(side, label, sample, args.max_tokens)
-                print(
-                    f"  {label:<10} {side:<10}  TTFT {sample.ttft_ms:8.1f} ms  "
-                    f"decode {sample.decode_tps:7.1f} tok/s  "
-                    f"({sample.prompt_tokens} prompt + {sample.completion_tokens} tokens)",
-                    flush=True,
-                )
+                print(measured.line(label), flush=True)
                 if not warm:
-                    (remote if side == "server" else local).append(sample)
-
-    local_ttft = median([s.ttft_ms for s in local])
-    remote_ttft = median([s.ttft_ms for s in remote])
-    local_tps = median([s.decode_tps for s in local])
-    remote_tps = median([s.decode_tps for s in remote])
-    ratio = remote_tps / local_tps
-    overhead = remote_ttft - local_ttft
-    print()
-    print(f"{'median of ' + str(args.repeats):<16} {'TTFT ms':>10} {'decode tok/s':>14}")
-    print(f"{'in-process':<16} {local_ttft:>10.1f} {local_tps:>14.1f}")
-    print(f"{'server':<16} {remote_ttft:>10.1f} {remote_tps:>14.1f}")
-    print()
-    verdict = "ok" if ratio >= DECODE_TARGET else "MISSED"
-    print(f"decode ratio  server/in-process: {ratio:.3f}  (target >= {DECODE_TARGET}) {verdict}")
-    verdict = "ok" if overhead <= TTFT_TARGET_MS else "MISSED"
-    print(
-        f"TTFT overhead server-in-process: {overhead:+.1f} ms  "
-        f"(target <= {TTFT_TARGET_MS:g} ms) {verdict}"
-    )
+                    (remote if side == "server" else local).append(measured)
+    baseline.close()
+    report(local, remote, args.repeats)
     return 0
 
 
