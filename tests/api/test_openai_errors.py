@@ -7,6 +7,7 @@ field, and the server must keep serving afterwards (checked after every test).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -396,3 +397,15 @@ def test_still_generates_after_bad_input(client: openai.OpenAI) -> None:
             model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
         assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
+def test_json_is_parsed_only_when_declared(server: Server, content_type: str) -> None:
+    body = json.dumps({"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}]})
+    response = httpx.post(
+        f"{server.v1}/chat/completions", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"Content-Type must be application/json, not '{content_type}'."
+    )

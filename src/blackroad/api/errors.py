@@ -121,6 +121,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        content_type = request.headers.get("content-type", "application/json")
+        if "json" not in content_type:
+            # Bodies are parsed as JSON only when declared so. A page in the
+            # user's browser can POST a form or text/plain cross-site without a
+            # CORS preflight; it cannot send application/json that way.
+            return await on_blackroad_error(
+                request,
+                InvalidRequest(
+                    f"Content-Type must be application/json, not {content_type[:100]!r}."
+                ),
+            )
         return await on_blackroad_error(request, validation_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
