@@ -6,17 +6,21 @@ import base64
 import json
 import sqlite3
 import struct
+from typing import Any
 
 import httpx
 import jsonschema
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import GEMMA3, SMOLLM2
 from tests.support.server import Server
 
-HELLO = [{"role": "user", "content": "Say hello."}]
-STORY = [{"role": "user", "content": "Tell me a long story about a dragon and a knight."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
+STORY: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Tell me a long story about a dragon and a knight."}
+]
 
 
 def requests_table(server: Server) -> list[sqlite3.Row]:
@@ -68,8 +72,13 @@ def test_natural_end_is_finish_reason_stop(client: openai.OpenAI) -> None:
 
 
 def test_streaming_chat_matches_non_streaming(client: openai.OpenAI) -> None:
-    kwargs = {"model": SMOLLM2, "messages": STORY, "max_tokens": 24, "temperature": 0}
-    whole = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    kwargs: dict[str, Any] = {
+        "model": SMOLLM2,
+        "messages": STORY,
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    whole = client.chat.completions.create(**kwargs)
     chunks = list(
         client.chat.completions.create(
             **kwargs, stream=True, stream_options={"include_usage": True}
@@ -123,16 +132,21 @@ def test_same_seed_same_text(client: openai.OpenAI) -> None:
 
 
 def test_stop_sequence_split_across_tokens_is_never_emitted(client: openai.OpenAI) -> None:
-    kwargs = {"model": SMOLLM2, "messages": STORY, "max_tokens": 40, "temperature": 0}
-    full = client.chat.completions.create(**kwargs).choices[0].message.content  # type: ignore[call-overload]
+    kwargs: dict[str, Any] = {
+        "model": SMOLLM2,
+        "messages": STORY,
+        "max_tokens": 40,
+        "temperature": 0,
+    }
+    full = client.chat.completions.create(**kwargs).choices[0].message.content
     assert full is not None and len(full) > 40
     stop = full[20:27]  # seven characters: spans more than one token
     expected = full[: full.index(stop)]
 
-    reply = client.chat.completions.create(**kwargs, stop=[stop])  # type: ignore[call-overload]
+    reply = client.chat.completions.create(**kwargs, stop=[stop])
     assert reply.choices[0].message.content == expected
     assert reply.choices[0].finish_reason == "stop"
-    streamed = client.chat.completions.create(**kwargs, stop=stop, stream=True)  # type: ignore[call-overload]
+    streamed = client.chat.completions.create(**kwargs, stop=stop, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == expected
 
 

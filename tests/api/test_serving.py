@@ -10,12 +10,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.api.test_openai import requests_table
 from tests.conftest import SMOLLM2
 from tests.support.server import BLACKROAD, Server, running_server, server_env
 
-STORY = [{"role": "user", "content": "Tell me a long story about a dragon and a knight."}]
+STORY: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Tell me a long story about a dragon and a knight."}
+]
 KEY = "br-test-key-0123456789"
 
 
