@@ -136,13 +136,6 @@ class Baseline:
             verbose=False,
         )
 
-    def _tokenize(self, prompt: str) -> list[int]:
-        tokens: list[int] = self.llama.tokenize(prompt.encode(), add_bos=True, special=True)
-        bos = self.llama.token_bos()
-        if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
-            tokens = tokens[1:]
-        return tokens
-
     def close(self) -> None:
         self.llama.close()
 
@@ -150,6 +143,7 @@ class Baseline:
         import llama_cpp
 
         from blackroad.engines.base import SamplingParams
+        from blackroad.engines.llamacpp import generate_options, tokenize_prompt
 
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=SEED)
         llama = self.llama
@@ -161,18 +155,9 @@ class Baseline:
         first: float | None = None
 
         started = time.perf_counter()
-        tokens = self._tokenize(prompt)
+        tokens = tokenize_prompt(llama, prompt)
         llama.set_seed(SEED)
-        generator = llama.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-        )
+        generator = llama.generate(tokens, **generate_options(params))
         try:
             for token in generator:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):

@@ -76,6 +76,30 @@ def compile_grammar(schema: Any) -> Any:
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 
 
+def tokenize_prompt(llama: Any, prompt: str) -> list[int]:
+    """Prompt text to tokens, special tokens parsed, BOS added if the vocabulary wants it."""
+    tokens: list[int] = llama.tokenize(prompt.encode(), add_bos=True, special=True)
+    # A template that writes the BOS text itself plus a vocabulary that adds
+    # BOS would give two; llama.cpp's server drops the duplicate the same way.
+    bos = llama.token_bos()
+    if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
+        tokens = tokens[1:]
+    return tokens
+
+
+def generate_options(params: SamplingParams) -> dict[str, Any]:
+    """The sampling arguments of ``Llama.generate`` for ``params``."""
+    return {
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "temp": params.temperature,
+        "repeat_penalty": params.repeat_penalty,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+
+
 class LlamaCppEngine(Engine):
     def __init__(self, entry: ModelEntry, options: LlamaCppOptions) -> None:
         self.model = entry.name
@@ -134,16 +158,6 @@ class LlamaCppEngine(Engine):
             )
         return self._embedder
 
-    def _tokenize_prompt(self, prompt: str) -> list[int]:
-        llama = self._llama
-        tokens: list[int] = llama.tokenize(prompt.encode(), add_bos=True, special=True)
-        # A template that writes the BOS text itself plus a vocabulary that adds
-        # BOS would give two; llama.cpp's server drops the duplicate the same way.
-        bos = llama.token_bos()
-        if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
-            tokens = tokens[1:]
-        return tokens
-
     def _piece(self, token: int) -> bytes:
         """The bytes of one token, without special-token text; memoized per vocabulary."""
         piece = self._pieces.get(token)
@@ -174,7 +188,7 @@ class LlamaCppEngine(Engine):
 
         load_ns = self._load_sync()
         llama = self._llama
-        tokens = self._tokenize_prompt(prompt)
+        tokens = tokenize_prompt(self._llama, prompt)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise ContextLengthExceeded(
@@ -191,17 +205,7 @@ class LlamaCppEngine(Engine):
         produced = 0
         started = time.perf_counter_ns()
         first_token_at = started
-        generator = llama.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            grammar=grammar,
-        )
+        generator = llama.generate(tokens, grammar=grammar, **generate_options(params))
         try:
             for token in generator:
                 if produced == 0:
@@ -319,7 +323,7 @@ class LlamaCppEngine(Engine):
     async def tokenize(self, text: str) -> list[int]:
         def work() -> list[int]:
             self._load_sync()
-            return self._tokenize_prompt(text)
+            return tokenize_prompt(self._llama, text)
 
         return await self._call(work)
 
