@@ -38,6 +38,10 @@ class Settings:
     num_ctx: int = 4096
     num_threads: int = field(default_factory=_default_threads)
     num_batch: int = 512
+    # Where models are pulled from and pushed to: a directory or an http(s) URL
+    # of a mirror this organisation runs. Deliberately no default: nothing
+    # reaches the internet unless someone points this at it.
+    registry: str | None = None
 
     @property
     def models_dir(self) -> Path:

@@ -6,13 +6,16 @@ import re
 
 from blackroad.errors import InvalidRequest
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[a-z0-9][a-z0-9._-]{0,127})?$")
+# Path segments (``team/model``) each start with a letter or digit, so a name
+# never holds ``..`` or an empty segment: names become paths in the model store.
+_SEGMENT = r"[a-z0-9][a-z0-9._-]{0,63}"
+_NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT}){{0,3}}(:[a-z0-9][a-z0-9._-]{{0,127}})?$")
 
 
 def normalize(name: str) -> str:
     """Canonical form of a model name: lower case, with an explicit tag."""
     name = name.strip().lower()
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidRequest(f"invalid model name {name!r}", param="model")
     return name if ":" in name else f"{name}:latest"
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-ModelSource = Literal["bundled", "directory", "added"]
+ModelSource = Literal["bundled", "directory", "added", "store"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,17 @@ class GGUFMetadata:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """What a Modelfile adds to a GGUF file (Ollama's TEMPLATE, SYSTEM, PARAMETER...)."""
+
+    template: str | None = None  # a Jinja chat template replacing the GGUF's own
+    system: str | None = None  # default system message
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # default options
+    messages: tuple[Mapping[str, str], ...] = ()  # conversation prepended to every chat
+    license: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One model the catalog can serve, under its Ollama-style ``name:tag``."""
 
@@ -47,6 +59,8 @@ class ModelEntry:
     size: int
     modified_at: datetime
     metadata: GGUFMetadata
+    config: ModelConfig = field(default_factory=ModelConfig)
+    digest: str | None = None  # of the manifest, for models in the store
 
     @property
     def family(self) -> str:
