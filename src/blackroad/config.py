@@ -15,6 +15,14 @@ from typing import Any
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def _default_memory() -> int:
+    """Three quarters of physical memory: the rest is for the OS and page cache."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
+    except (ValueError, OSError):
+        return 4 << 30
+
+
 def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
@@ -38,6 +46,10 @@ class Settings:
     num_ctx: int = 4096
     num_threads: int = field(default_factory=_default_threads)
     num_batch: int = 512
+    # Models kept loaded at once, and the memory they may use together; idle
+    # models are evicted least recently used first to stay within both.
+    max_loaded_models: int = 3
+    max_memory_bytes: int = field(default_factory=_default_memory)
     # Where models are pulled from and pushed to: a directory or an http(s) URL
     # of a mirror this organisation runs. Deliberately no default: nothing
     # reaches the internet unless someone points this at it.

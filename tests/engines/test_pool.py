@@ -14,15 +14,16 @@ from blackroad.models.types import ModelEntry
 from tests.conftest import GEMMA3, SMOLLM2
 
 pytestmark = pytest.mark.anyio
+MODIFIED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def entry(name: str, model: str) -> ModelEntry:
     path = bundled_models()[model]
-    return ModelEntry(name, path, "added", 0, datetime.now(UTC), read_metadata(path))
+    return ModelEntry(name, path, "added", 0, MODIFIED, read_metadata(path))
 
 
 async def test_same_name_same_engine_new_file_new_engine() -> None:
-    pool = EnginePool(LlamaCppOptions(2048, 2, 512, 4, 1))
+    pool = EnginePool(LlamaCppOptions(2048, 2, 512, 4, 1), max_loaded=2, max_memory=1 << 40)
     first = pool.get(entry("mine:latest", SMOLLM2))
     await first.load()
     assert pool.get(entry("mine:latest", SMOLLM2)) is first

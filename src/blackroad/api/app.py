@@ -35,10 +35,12 @@ def create_app(settings: Settings) -> FastAPI:
         max_queue=settings.max_queue,
         retry_after=settings.retry_after,
     )
-    service = Inference(Catalog(settings.models_dir, database), EnginePool(options))
+    pool = EnginePool(options, settings.max_loaded_models, settings.max_memory_bytes)
+    service = Inference(Catalog(settings.models_dir, database), pool)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool.start()
         yield
         await service.close()
         database.close()

@@ -105,15 +105,17 @@ async def chat_completions(
 ) -> dict[str, Any] | StreamingResponse:
     record = request_log(request)
     record.model = body.model
-    messages = body.rendered_messages()
-    params = body.sampling()
-    engine = await inference(request).engine(body.model)
+    service = inference(request)
+    engine = await service.engine(body.model)
+    messages = service.conversation(engine.entry, body.rendered_messages())
+    params = service.sampling(engine.entry, body.sampling())
     try:
-        stream = tracked(await started(engine.stream_chat(messages, params)), record)
+        first = await started(engine.stream_chat(messages, params))
     except InvalidRequest as exc:
         if exc.param == "max_tokens" and body.max_completion_tokens is not None:
             exc.param = "max_completion_tokens"  # the engine's name for the client's field
         raise
+    stream = tracked(service.held(engine, first, None), record)
     completion_id = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
 
@@ -178,8 +180,9 @@ async def completions(
 ) -> dict[str, Any] | StreamingResponse:
     record = request_log(request)
     record.model = body.model
-    params = body.sampling()
-    engine = await inference(request).engine(body.model)
+    service = inference(request)
+    engine = await service.engine(body.model)
+    params = service.sampling(engine.entry, body.sampling())
     prompts = body.prompts()
     completion_id = f"cmpl-{secrets.token_hex(12)}"
     created = int(time.time())
@@ -209,7 +212,7 @@ async def completions(
 
     def stream_for(index: int) -> AsyncIterator[Chunk]:
         stream = first if index == 0 else engine.stream_completion(prompts[index], params)
-        return tracked(stream, record)
+        return tracked(service.held(engine, stream, None), record)
 
     if not body.stream:
         choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -242,14 +245,19 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     record = request_log(request)
     record.model = body.model
     inputs = body.inputs()
-    entry = await inference(request).model(body.model)
+    service = inference(request)
+    engine = await service.engine(body.model)
+    entry = engine.entry
     if body.dimensions is not None and body.dimensions != entry.metadata.embedding_length:
         raise InvalidRequest(
             f"{body.model} produces {entry.metadata.embedding_length}-dimensional embeddings "
             "and cannot shorten them",
             param="dimensions",
         )
-    result = await (await inference(request).engine(body.model)).embed(inputs)
+    try:
+        result = await engine.embed(inputs)
+    finally:
+        await service.release(engine, None)
     record.add_usage(result.prompt_tokens, 0)
 
     def encode(vector: list[float]) -> list[float] | str:

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from blackroad.engines.base import SamplingParams
 from blackroad.errors import InvalidRequest
 
 
@@ -101,22 +100,22 @@ class SamplingFields(_Strict):
     def json_schema(self) -> dict[str, Any] | None:
         return None
 
-    def sampling(self) -> SamplingParams:
-        defaults = SamplingParams()
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return SamplingParams(
-            max_tokens=self.output_limit(),
-            temperature=_pick(self.temperature, defaults.temperature),
-            top_p=_pick(self.top_p, defaults.top_p),
-            top_k=_pick(self.top_k, defaults.top_k),
-            min_p=_pick(self.min_p, defaults.min_p),
-            repeat_penalty=_pick(self.repeat_penalty, defaults.repeat_penalty),
-            presence_penalty=_pick(self.presence_penalty, defaults.presence_penalty),
-            frequency_penalty=_pick(self.frequency_penalty, defaults.frequency_penalty),
-            stop=stop,
-            seed=self.seed,
-            json_schema=self.json_schema(),
-        )
+    def sampling(self) -> dict[str, Any]:
+        """The sampling fields this request sets, by ``SamplingParams`` name."""
+        fields = {
+            "max_tokens": self.output_limit(),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "stop": (self.stop,) if isinstance(self.stop, str) else self.stop,
+            "seed": self.seed,
+            "json_schema": self.json_schema(),
+        }
+        return {name: value for name, value in fields.items() if value is not None}
 
     @property
     def include_usage(self) -> bool:
@@ -174,7 +173,3 @@ class EmbeddingRequest(_Strict):
                 param = "input" if isinstance(self.input, str) else f"input[{index}]"
                 raise InvalidRequest("input must not be an empty string", param=param)
         return texts
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value

@@ -105,7 +105,7 @@ class LlamaCppEngine(Engine):
         self.model = entry.name
         self.entry = entry
         self.options = options
-        self.template = ChatTemplate.for_model(entry.metadata)
+        self.template = ChatTemplate.for_model(entry.metadata, entry.config.template)
         self.n_ctx = min(options.n_ctx, entry.metadata.context_length or options.n_ctx)
         self._queue = FairQueue(options.max_queue, options.retry_after)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama[{entry.name}]")
@@ -113,6 +113,24 @@ class LlamaCppEngine(Engine):
         self._embedder: Any = None
         self._stop_tokens: frozenset[int] = frozenset()
         self._pieces: dict[int, bytes] = {}
+        self._state_bytes = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._llama is not None
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue.busy and self._queue.waiting == 0
+
+    @property
+    def memory_bytes(self) -> int:
+        """Weights plus context state: measured once loaded, estimated before."""
+        meta = self.entry.metadata
+        # Before loading: the KV cache of a typical small model is about
+        # n_ctx x embedding_length x 4 bytes (keys and values, f16, fewer KV heads).
+        state = self._state_bytes or self.n_ctx * meta.embedding_length * 4
+        return self.entry.size + state
 
     # -- worker-thread side ------------------------------------------------
 
@@ -120,10 +138,10 @@ class LlamaCppEngine(Engine):
         """Load the model if needed; return the nanoseconds it took (0 if loaded)."""
         if self._llama is not None:
             return 0
-        from llama_cpp import Llama
+        import llama_cpp
 
         started = time.perf_counter_ns()
-        llama = Llama(
+        llama = llama_cpp.Llama(
             str(self.entry.path),
             n_ctx=self.n_ctx,
             n_batch=self.options.n_batch,
@@ -137,6 +155,7 @@ class LlamaCppEngine(Engine):
             if len(ids) == 1:
                 stop_tokens.add(ids[0])
         self._llama, self._stop_tokens = llama, frozenset(stop_tokens)
+        self._state_bytes = int(llama_cpp.llama_state_get_size(llama._ctx.ctx))
         return time.perf_counter_ns() - started
 
     def _embedder_sync(self) -> Any:
@@ -354,7 +373,7 @@ class LlamaCppEngine(Engine):
     def health(self) -> EngineHealth:
         return EngineHealth(
             model=self.model,
-            loaded=self._llama is not None,
+            loaded=self.loaded,
             busy=self._queue.busy,
             queued=self._queue.waiting,
             extra={"n_ctx": self.n_ctx},

@@ -75,7 +75,10 @@ class ChatTemplate:
     stop: tuple[str, ...] = ()
 
     @classmethod
-    def for_model(cls, metadata: GGUFMetadata) -> ChatTemplate:
+    def for_model(cls, metadata: GGUFMetadata, override: str | None = None) -> ChatTemplate:
+        """The template a model is served with: a Modelfile's, the GGUF's, or a built-in."""
+        if override:
+            return cls("modelfile", override, metadata.bos_token, metadata.eos_token)
         if metadata.chat_template:
             return cls("gguf", metadata.chat_template, metadata.bos_token, metadata.eos_token)
         name = _BUILTIN_BY_ARCH.get(metadata.architecture, "chatml")
