@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
 from blackroad import __version__
-from blackroad.api import openai
+from blackroad.api import ollama, ollama_models, openai
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
@@ -51,6 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.inference = service
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(ollama.router)
+    app.include_router(ollama_models.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:
@@ -58,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         return PlainTextResponse("Ollama is running")
 
     # add_middleware wraps: the last one added is the outermost.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, unlimited=("/api/blobs/",)
+    )
     app.add_middleware(RecordingMiddleware, database=database)
     return app

@@ -24,6 +24,7 @@ from blackroad.errors import (
     BlackRoadError,
     HTTPError,
     InvalidRequest,
+    ModelNotFound,
     PayloadTooLarge,
     ServiceUnavailable,
 )
@@ -56,7 +57,12 @@ def openai_error_body(exc: BlackRoadError) -> dict[str, Any]:
 
 
 def error_response(path: str, exc: BlackRoadError) -> Response:
-    body = openai_error_body(exc) if is_openai_path(path) else {"error": exc.message}
+    if is_openai_path(path):
+        body: dict[str, Any] = openai_error_body(exc)
+    elif isinstance(exc, ModelNotFound):
+        body = {"error": f"model '{exc.model}' not found"}  # Ollama's wording
+    else:
+        body = {"error": exc.message}
     headers = {}
     if isinstance(exc, ServiceUnavailable):
         headers["Retry-After"] = str(exc.retry_after)

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from blackroad.errors import InvalidRequest
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -80,17 +82,26 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams
+        self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
     ) -> AsyncIterator[Chunk]:
-        """Stream the assistant's reply to ``messages``; the last chunk has ``finish``."""
+        """Stream the assistant's reply to ``messages``; the last chunk has ``finish``.
+
+        ``template`` replaces the model's chat template for this request.
+        """
 
     @abc.abstractmethod
     def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Stream the continuation of raw ``prompt``; the last chunk has ``finish``."""
 
+    def stream_infill(
+        self, prefix: str, suffix: str, params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
+        """Stream the text between ``prefix`` and ``suffix`` (fill-in-the-middle)."""
+        raise InvalidRequest(f"{self.model} does not support insert", param="suffix")
+
     @abc.abstractmethod
-    async def embed(self, inputs: Sequence[str]) -> Embeddings:
-        """One normalized vector per input."""
+    async def embed(self, inputs: Sequence[str], truncate: bool = False) -> Embeddings:
+        """One normalized vector per input; too long an input is cut if ``truncate``."""
 
     @abc.abstractmethod
     async def tokenize(self, text: str) -> list[int]: ...

@@ -78,13 +78,22 @@ def compile_grammar(schema: Any) -> Any:
 
 def tokenize_prompt(llama: Any, prompt: str) -> list[int]:
     """Prompt text to tokens, special tokens parsed, BOS added if the vocabulary wants it."""
-    tokens: list[int] = llama.tokenize(prompt.encode(), add_bos=True, special=True)
-    # A template that writes the BOS text itself plus a vocabulary that adds
-    # BOS would give two; llama.cpp's server drops the duplicate the same way.
-    bos = llama.token_bos()
-    if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
-        tokens = tokens[1:]
+    # A template that writes the BOS text itself (Gemma's does) must not get a
+    # second BOS from a vocabulary that adds one.
+    bos_text = llama._model.token_get_text(llama.token_bos())
+    add_bos = not (bos_text and prompt.startswith(bos_text))
+    tokens: list[int] = llama.tokenize(prompt.encode(), add_bos=add_bos, special=True)
     return tokens
+
+
+def _kv_cache_bytes(llama: Any, n_ctx: int) -> int:
+    """Keys and values in f16 for every layer and position of the context."""
+    import llama_cpp
+
+    model = llama._model.model
+    heads = max(1, llama_cpp.llama_model_n_head(model))
+    kv_width = llama_cpp.llama_model_n_embd(model) * llama_cpp.llama_model_n_head_kv(model) // heads
+    return int(2 * 2 * n_ctx * llama_cpp.llama_model_n_layer(model) * kv_width)
 
 
 def generate_options(params: SamplingParams) -> dict[str, Any]:
@@ -155,7 +164,7 @@ class LlamaCppEngine(Engine):
             if len(ids) == 1:
                 stop_tokens.add(ids[0])
         self._llama, self._stop_tokens = llama, frozenset(stop_tokens)
-        self._state_bytes = int(llama_cpp.llama_state_get_size(llama._ctx.ctx))
+        self._state_bytes = _kv_cache_bytes(llama, self.n_ctx)
         return time.perf_counter_ns() - started
 
     def _embedder_sync(self) -> Any:
@@ -196,7 +205,7 @@ class LlamaCppEngine(Engine):
 
     def _generate_sync(
         self,
-        prompt: str,
+        prompt: Callable[[Any], list[int]],
         prompt_arg: str,
         params: SamplingParams,
         grammar: Any,
@@ -207,7 +216,7 @@ class LlamaCppEngine(Engine):
 
         load_ns = self._load_sync()
         llama = self._llama
-        tokens = tokenize_prompt(self._llama, prompt)
+        tokens = prompt(llama)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise ContextLengthExceeded(
@@ -298,8 +307,13 @@ class LlamaCppEngine(Engine):
         finally:
             cancel.set()
 
-    def _start(self, prompt: str, prompt_arg: str, params: SamplingParams) -> AsyncIterator[Chunk]:
-        """Check what can be checked at once, then queue the generation."""
+    def _start(
+        self, prompt: Callable[[Any], list[int]], prompt_arg: str, params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
+        """Check what can be checked at once, then queue the generation.
+
+        ``prompt`` turns the loaded model into prompt tokens, on the worker thread.
+        """
         if params.max_tokens is not None and params.max_tokens > self.n_ctx:
             raise InvalidRequest(
                 f"max_tokens is {params.max_tokens}, but this model's context is only "
@@ -314,19 +328,46 @@ class LlamaCppEngine(Engine):
         )
 
     def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
-        return self._start(prompt, "prompt", params)
+        return self._start(lambda llama: tokenize_prompt(llama, prompt), "prompt", params)
 
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams
+        self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
     ) -> AsyncIterator[Chunk]:
-        prompt = self.template.render(messages)
-        stop = (*params.stop, *self.template.stop)
-        return self._start(prompt, "messages", replace(params, stop=stop))
+        chat = self.template
+        if template is not None:
+            chat = ChatTemplate.for_model(self.entry.metadata, template)
+        text = chat.render(messages)
+        stop = (*params.stop, *chat.stop)
+        return self._start(
+            lambda llama: tokenize_prompt(llama, text), "messages", replace(params, stop=stop)
+        )
 
-    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+    def stream_infill(
+        self, prefix: str, suffix: str, params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
+        def tokens(llama: Any) -> list[int]:
+            import llama_cpp
+
+            vocab = llama._model.vocab
+            pre, suf, mid = (
+                llama_cpp.llama_vocab_fim_pre(vocab),
+                llama_cpp.llama_vocab_fim_suf(vocab),
+                llama_cpp.llama_vocab_fim_mid(vocab),
+            )
+            if min(pre, suf, mid) < 0:
+                raise InvalidRequest(f"{self.model} does not support insert", param="suffix")
+            head = llama.tokenize(prefix.encode(), add_bos=False, special=False)
+            tail = llama.tokenize(suffix.encode(), add_bos=False, special=False)
+            return [pre, *head, suf, *tail, mid]
+
+        return self._start(tokens, "prompt", params)
+
+    async def embed(self, inputs: Sequence[str], truncate: bool = False) -> Embeddings:
         def work() -> Embeddings:
             embedder = self._embedder_sync()
             counts = [len(embedder.tokenize(text.encode())) for text in inputs]
+            if truncate:
+                counts = [min(count, self.n_ctx) for count in counts]
             for index, count in enumerate(counts):
                 if count > self.n_ctx:
                     raise ContextLengthExceeded(
@@ -334,7 +375,7 @@ class LlamaCppEngine(Engine):
                         f"{self.n_ctx}",
                         param="input",
                     )
-            vectors = embedder.embed(list(inputs), normalize=True, truncate=False)
+            vectors = embedder.embed(list(inputs), normalize=True, truncate=truncate)
             return Embeddings([list(map(float, v)) for v in vectors], sum(counts))
 
         return await self._call(work)

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from blackroad.store.schema import AddedModel, RequestRecord
@@ -73,6 +73,10 @@ class Database:
     def add_model(self, name: str, path: Path) -> None:
         with self.session() as session, session.begin():
             session.merge(AddedModel(name=name, path=str(path), added_at=datetime.now(UTC)))
+
+    def remove_added_model(self, name: str) -> None:
+        with self.session() as session, session.begin():
+            session.execute(delete(AddedModel).where(AddedModel.name == name))
 
     def added_models(self) -> Sequence[AddedModel]:
         with self.session() as session:

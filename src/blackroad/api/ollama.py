@@ -1,0 +1,360 @@
+"""The Ollama API: generate, chat, embeddings, and what is installed and loaded.
+
+Field for field as Ollama documents it (docs/api.md): NDJSON streams whose
+last object carries ``done_reason`` and the timings in nanoseconds, errors as
+``{"error": "..."}``. Model management (create, copy, delete, blobs, pull,
+push) lives in ``ollama_models.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from blackroad import __version__
+from blackroad.api.auth import require_api_key
+from blackroad.api.ollama_types import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    ShowRequest,
+    _Inference,
+    parse_duration,
+)
+from blackroad.api.recording import RequestLog, describe_error, request_log
+from blackroad.api.streaming import collect, started, tracked
+from blackroad.engines.base import Chunk, Finish
+from blackroad.engines.llamacpp import LlamaCppEngine
+from blackroad.errors import BlackRoadError, InvalidRequest
+from blackroad.models import modelfile
+from blackroad.models.types import ModelEntry
+from blackroad.service.inference import Inference
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
+# The Ollama API level this server speaks; clients compare it to feature minimums.
+OLLAMA_VERSION = "0.12.0"
+
+
+def inference(request: Request) -> Inference:
+    service: Inference = request.app.state.inference
+    return service
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+
+
+def ndjson(lines: AsyncIterator[dict[str, Any]], record: RequestLog) -> StreamingResponse:
+    """An NDJSON response; an error after the headers went out becomes an error line."""
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for line in lines:
+                yield json.dumps(line, ensure_ascii=False) + "\n"
+        except BlackRoadError as exc:
+            record.error = exc.message
+            yield json.dumps({"error": exc.message}) + "\n"
+        except Exception as exc:
+            log.exception("stream for %s failed", record.model)
+            record.error = describe_error(exc)
+            yield json.dumps({"error": "generation failed; see the server log"}) + "\n"
+        await record.commit()
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+def digest_of(entry: ModelEntry) -> str:
+    """The manifest digest for stored models; for files, one derived from identity."""
+    if entry.digest:
+        return entry.digest.removeprefix("sha256:")
+    identity = f"{entry.path}:{entry.size}:{entry.modified_at.isoformat()}"
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def details(entry: ModelEntry) -> dict[str, Any]:
+    meta = entry.metadata
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": meta.architecture,
+        "families": [meta.architecture],
+        "parameter_size": meta.parameter_size,
+        "quantization_level": meta.quantization,
+    }
+
+
+def timings(finish: Finish, started_ns: int) -> dict[str, Any]:
+    return {
+        "done_reason": finish.reason,
+        "total_duration": time.perf_counter_ns() - started_ns,
+        "load_duration": finish.load_ns,
+        "prompt_eval_count": finish.prompt_tokens,
+        "prompt_eval_duration": finish.prompt_eval_ns,
+        "eval_count": finish.completion_tokens,
+        "eval_duration": finish.eval_ns,
+    }
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": OLLAMA_VERSION, "blackroad": __version__}
+
+
+@router.get("/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    entries = await inference(request).models()
+    return {
+        "models": [
+            {
+                "name": e.name,
+                "model": e.name,
+                "modified_at": timestamp(e.modified_at),
+                "size": e.size,
+                "digest": digest_of(e),
+                "details": details(e),
+            }
+            for e in entries
+        ]
+    }
+
+
+@router.post("/show")
+async def show(body: ShowRequest, request: Request) -> dict[str, Any]:
+    service = inference(request)
+    entry = await service.model(body.model_name)
+    meta, config = entry.metadata, entry.config
+    arch = meta.architecture
+    engine = service.pool.get(entry)
+    parameters = dict(config.parameters)
+    if engine.template.stop and "stop" not in parameters:
+        parameters["stop"] = list(engine.template.stop)
+    spec = modelfile.Modelfile(
+        base=str(entry.path),
+        parameters=parameters,
+        template=engine.template.source,
+        system=config.system,
+        messages=[dict(m) for m in config.messages],
+        license=list(config.license),
+    )
+    return {
+        "modelfile": modelfile.render(spec),
+        "parameters": "\n".join(
+            f"{k:<16}{json.dumps(item) if k == 'stop' else item}"
+            for k, v in parameters.items()
+            for item in (v if isinstance(v, list) else [v])
+        ),
+        "template": engine.template.source,
+        "system": config.system or "",
+        "license": "\n".join(config.license),
+        "details": details(entry),
+        "model_info": {
+            "general.architecture": arch,
+            "general.name": meta.general_name or "",
+            "general.parameter_count": meta.parameter_count,
+            "general.file_type": meta.quantization,
+            f"{arch}.context_length": meta.context_length,
+            f"{arch}.embedding_length": meta.embedding_length,
+        },
+        "capabilities": ["completion", "embedding"],
+        "modified_at": timestamp(entry.modified_at),
+    }
+
+
+@router.get("/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    models = []
+    for engine, expires_at in inference(request).pool.loaded():
+        entry = engine.entry
+        never = expires_at == float("inf")
+        expires = (
+            datetime.max.replace(tzinfo=UTC) if never else datetime.fromtimestamp(expires_at, UTC)
+        )
+        models.append(
+            {
+                "name": entry.name,
+                "model": entry.name,
+                "size": engine.memory_bytes,
+                "digest": digest_of(entry),
+                "details": details(entry),
+                "expires_at": timestamp(expires),
+                "size_vram": 0,
+                "context_length": engine.n_ctx,
+            }
+        )
+    return {"models": models}
+
+
+async def _engine_for(body: _Inference, request: Request) -> LlamaCppEngine:
+    if body.think:
+        raise InvalidRequest(f"{body.model_name} does not support thinking", param="think")
+    options = body.options
+    return await inference(request).engine(
+        body.model_name,
+        n_ctx=options.num_ctx if options else None,
+        n_threads=options.num_thread if options else None,
+    )
+
+
+async def _load_or_unload(
+    engine: LlamaCppEngine, body: _Inference, request: Request, shape: dict[str, Any]
+) -> dict[str, Any]:
+    """An empty prompt loads the model, or with keep_alive 0 unloads it (Ollama's way)."""
+    keep_alive = body.keep_alive_seconds()
+    service = inference(request)
+    if keep_alive == 0:
+        await engine.unload()
+        reason = "unload"
+    else:
+        await engine.load()
+        await service.release(engine, keep_alive)
+        reason = "load"
+    return {"model": body.model_name, "created_at": timestamp(), **shape, "done": True,
+            "done_reason": reason}  # fmt: skip
+
+
+async def _respond(
+    body: _Inference,
+    request: Request,
+    engine: LlamaCppEngine,
+    stream: AsyncIterator[Chunk],
+    piece: Any,
+) -> dict[str, Any] | StreamingResponse:
+    """Non-streamed: one object; streamed: NDJSON. ``piece`` shapes a text fragment."""
+    started_ns = time.perf_counter_ns()
+    record = request_log(request)
+    service = inference(request)
+    first = await started(stream)
+    chunks = tracked(service.held(engine, first, body.keep_alive_seconds()), record)
+    if not body.stream:
+        text, finish = await collect(chunks)
+        return {"model": body.model_name, "created_at": timestamp(), **piece(text),
+                "done": True, **timings(finish, started_ns)}  # fmt: skip
+
+    async def lines() -> AsyncIterator[dict[str, Any]]:
+        async for chunk in chunks:
+            if chunk.text:
+                yield {"model": body.model_name, "created_at": timestamp(),
+                       **piece(chunk.text), "done": False}  # fmt: skip
+            if chunk.finish is not None:
+                yield {"model": body.model_name, "created_at": timestamp(), **piece(""),
+                       "done": True, **timings(chunk.finish, started_ns)}  # fmt: skip
+
+    return ndjson(lines(), record)
+
+
+@router.post("/generate", response_model=None)
+async def generate(body: GenerateRequest, request: Request) -> Response | dict[str, Any]:
+    request_log(request).model = body.model_name
+    if body.images:
+        raise InvalidRequest(f"{body.model_name} does not support images", param="images")
+    if body.context:
+        raise InvalidRequest(
+            "context (token arrays from earlier replies) is not supported; use /api/chat",
+            param="context",
+        )
+    service = inference(request)
+    engine = await _engine_for(body, request)
+    if not body.prompt and body.suffix is None:
+        return await _load_or_unload(engine, body, request, {"response": ""})
+    params = service.sampling(engine.entry, body.overrides())
+    if body.suffix is not None:
+        stream = engine.stream_infill(body.prompt, body.suffix, params)
+    elif body.raw:
+        stream = engine.stream_completion(body.prompt, params)
+    else:
+        system = body.system if body.system is not None else engine.entry.config.system
+        turns = [{"role": "system", "content": system}] if system else []
+        turns.append({"role": "user", "content": body.prompt})
+        stream = engine.stream_chat(turns, params, template=body.template)
+    return await _respond(body, request, engine, stream, lambda text: {"response": text})
+
+
+@router.post("/chat", response_model=None)
+async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
+    request_log(request).model = body.model_name
+    if body.tools:
+        raise InvalidRequest(f"{body.model_name} does not support tools yet", param="tools")
+    for index, message in enumerate(body.messages):
+        if message.images:
+            raise InvalidRequest(
+                f"{body.model_name} does not support images", param=f"messages[{index}].images"
+            )
+    service = inference(request)
+    engine = await _engine_for(body, request)
+    if not body.messages:
+        empty = {"message": {"role": "assistant", "content": ""}}
+        return await _load_or_unload(engine, body, request, empty)
+    messages = service.conversation(
+        engine.entry, [{"role": m.role, "content": m.content} for m in body.messages]
+    )
+    params = service.sampling(engine.entry, body.overrides())
+    stream = engine.stream_chat(messages, params)
+    return await _respond(
+        body, request, engine, stream,
+        lambda text: {"message": {"role": "assistant", "content": text}},
+    )  # fmt: skip
+
+
+async def _embed(
+    request: Request, model: str, texts: list[str], keep_alive: float | None, truncate: bool
+) -> tuple[list[list[float]], int, int]:
+    record = request_log(request)
+    record.model = model
+    service = inference(request)
+    engine = await service.engine(model)
+    started_ns = time.perf_counter_ns()
+    try:
+        result = await engine.embed(texts, truncate=truncate)
+    finally:
+        await service.release(engine, keep_alive)
+    record.add_usage(result.prompt_tokens, 0)
+    return result.vectors, result.prompt_tokens, time.perf_counter_ns() - started_ns
+
+
+@router.post("/embed")
+async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not texts:
+        raise InvalidRequest("input must not be empty", param="input")
+    started_ns = time.perf_counter_ns()
+    vectors, tokens, _ = await _embed(
+        request, body.model_name, texts, parse_duration(body.keep_alive), body.truncate
+    )
+    if body.dimensions is not None:
+        if body.dimensions > len(vectors[0]):
+            raise InvalidRequest(
+                f"dimensions must be at most {len(vectors[0])}", param="dimensions"
+            )
+        vectors = [_normalized(v[: body.dimensions]) for v in vectors]
+    return {
+        "model": body.model_name,
+        "embeddings": vectors,
+        "total_duration": time.perf_counter_ns() - started_ns,
+        "load_duration": 0,
+        "prompt_eval_count": tokens,
+    }
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, Any]:
+    if not body.prompt:
+        return {"embedding": []}  # what Ollama answers to an empty prompt
+    vectors, _, _ = await _embed(
+        request, body.model_name, [body.prompt], parse_duration(body.keep_alive), False
+    )
+    return {"embedding": vectors[0]}
+
+
+def _normalized(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]

@@ -1,0 +1,151 @@
+"""The Ollama API's model management: create, copy, delete, blobs, pull, push.
+
+Long operations report progress as NDJSON status lines (or, with
+``stream: false``, answer with the last one). The work runs in a thread:
+hashing and copying gigabytes must not stall the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.responses import Response
+
+from blackroad.api.auth import require_api_key
+from blackroad.api.ollama import ndjson
+from blackroad.api.ollama_types import CopyRequest, CreateRequest, DeleteRequest, TransferRequest
+from blackroad.api.recording import request_log
+from blackroad.config import Settings
+from blackroad.errors import InvalidRequest
+from blackroad.models import modelfile
+from blackroad.models.registry import open_registry, pull, push
+from blackroad.models.store import ModelStore
+from blackroad.service.models import ModelManager
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
+
+
+def manager(request: Request) -> ModelManager:
+    return ModelManager(request.app.state.inference.catalog)
+
+
+async def _progress(
+    request: Request, work: Iterator[dict[str, Any]], stream: bool
+) -> Response | dict[str, Any]:
+    """Stream status lines, or run to the end and answer with the last one."""
+    lines = iterate_in_threadpool(work)
+    first = await anext(lines)  # errors before any progress are plain HTTP errors
+    if not stream:
+        last = first
+        async for last in lines:  # noqa: B007 - only the final status is answered
+            pass
+        return last
+
+    async def replay() -> AsyncIterator[dict[str, Any]]:
+        yield first
+        async for line in lines:
+            yield line
+
+    return ndjson(replay(), request_log(request))
+
+
+@router.post("/create", response_model=None)
+async def create(body: CreateRequest, request: Request) -> Response | dict[str, Any]:
+    if body.adapters:
+        raise InvalidRequest("adapters (LoRA) are not supported", param="adapters")
+    if body.quantize:
+        raise InvalidRequest("quantize is not supported; quantize with llama.cpp", "quantize")
+    if body.modelfile is not None:
+        spec = modelfile.parse(body.modelfile)
+    else:
+        licenses = [body.license] if isinstance(body.license, str) else body.license or []
+        spec = modelfile.Modelfile(
+            base=body.from_,
+            parameters=dict(body.parameters or {}),
+            template=body.template,
+            system=body.system,
+            messages=[{"role": m.role, "content": m.content} for m in body.messages or []],
+            license=list(licenses),
+        )
+    work = manager(request).create(body.model_name, spec, body.files)
+    return await _progress(request, work, body.stream)
+
+
+@router.post("/copy")
+async def copy(body: CopyRequest, request: Request) -> Response:
+    await run_in_threadpool(manager(request).copy, body.source, body.destination)
+    return Response(status_code=200)
+
+
+@router.delete("/delete")
+async def delete(body: DeleteRequest, request: Request) -> Response:
+    await run_in_threadpool(manager(request).delete, body.model_name)
+    return Response(status_code=200)
+
+
+def _store(request: Request) -> ModelStore:
+    store: ModelStore = request.app.state.inference.catalog.store
+    return store
+
+
+@router.head("/blobs/{digest}")
+async def has_blob(digest: str, request: Request) -> Response:
+    exists = await run_in_threadpool(_store(request).has_blob, digest)
+    return Response(status_code=200 if exists else 404)
+
+
+@router.post("/blobs/{digest}")
+async def upload_blob(digest: str, request: Request) -> Response:
+    """Stream the body to disk, verify its sha256, then keep it as a blob."""
+    store = _store(request)
+    partial = store.partial_path(digest)  # validates the digest
+    if await run_in_threadpool(store.has_blob, digest):
+        return Response(status_code=200)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    # A unique temporary name: two uploads of one blob must not interleave.
+    tmp = partial.with_name(f"{partial.name}.{os.getpid()}.{id(request)}")
+    try:
+        with tmp.open("wb") as out:
+            async for chunk in request.stream():
+                await run_in_threadpool(out.write, chunk)
+        await run_in_threadpool(tmp.replace, partial)
+        await run_in_threadpool(store.commit_partial, digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return Response(status_code=201)
+
+
+def _registry_location(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    if not settings.registry:
+        raise InvalidRequest(
+            "no registry is configured: set BLACKROAD_REGISTRY to a directory or the URL of "
+            "your organisation's mirror (BlackRoad never pulls from the internet by itself)"
+        )
+    return settings.registry
+
+
+def _transfer(request: Request, name: str, direction: Any) -> Iterator[dict[str, Any]]:
+    registry = open_registry(_registry_location(request))
+    with contextlib.closing(registry):
+        yield from direction(_store(request), registry, name)
+
+
+@router.post("/pull", response_model=None)
+async def pull_model(body: TransferRequest, request: Request) -> Response | dict[str, Any]:
+    _registry_location(request)
+    work = _transfer(request, body.model_name, pull)
+    return await _progress(request, work, body.stream)
+
+
+@router.post("/push", response_model=None)
+async def push_model(body: TransferRequest, request: Request) -> Response | dict[str, Any]:
+    _registry_location(request)
+    work = _transfer(request, body.model_name, push)
+    return await _progress(request, work, body.stream)

@@ -1,0 +1,203 @@
+"""Request bodies of the Ollama API, validated strictly (types as Ollama's Go decoder).
+
+Field names and defaults follow Ollama's docs/api.md: ``stream`` defaults to
+true, ``keep_alive`` is a duration string or a number of seconds, ``options``
+holds llama.cpp-style settings. Older clients send ``name`` where newer ones
+send ``model``; both are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from blackroad.errors import InvalidRequest
+from blackroad.service.inference import OLLAMA_SAMPLING, sampling_from_ollama
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float | None, param: str = "keep_alive") -> float | None:
+    """Seconds from Ollama's keep_alive: ``"5m"``, ``"1h30m"``, ``"-1"``, ``300``..."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(n + u for n, u in parts) != body:
+        raise InvalidRequest(f'invalid duration "{value}": use e.g. "5m", "1h30m" or -1', param)
+    return sign * sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class _Named(_Request):
+    model: str | None = None
+    name: str | None = None  # what older clients send instead of ``model``
+
+    @model_validator(mode="after")
+    def _has_a_name(self) -> _Named:
+        if not (self.model or self.name):
+            raise ValueError("model is required")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model or self.name)
+
+
+class Options(_Request):
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    num_predict: int | None = Field(default=None, ge=-2)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, ge=0)
+    repeat_penalty: float | None = Field(default=None, gt=0)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: list[str] | None = None
+    num_ctx: int | None = Field(default=None, ge=16)
+    num_thread: int | None = Field(default=None, ge=1, le=1024)
+    # Samplers BlackRoad does not run: only their neutral values are accepted.
+    typical_p: float | None = None
+    tfs_z: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    repeat_last_n: int | None = None
+    # Placement on hardware: accepted for compatibility, no effect on a CPU node.
+    num_keep: int | None = None
+    num_batch: int | None = None
+    num_gpu: int | None = None
+    main_gpu: int | None = None
+    use_mmap: bool | None = None
+    use_mlock: bool | None = None
+    numa: bool | None = None
+    low_vram: bool | None = None
+    f16_kv: bool | None = None
+    vocab_only: bool | None = None
+    penalize_newline: bool | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> Options:
+        neutral = {"typical_p": 1.0, "tfs_z": 1.0, "mirostat": 0, "repeat_last_n": 64}
+        for field, value in neutral.items():
+            given = getattr(self, field)
+            if given is not None and given != value:
+                raise ValueError(f"option {field}={given} is not supported (only {value})")
+        return self
+
+    def sampling(self) -> dict[str, Any]:
+        """The options that pick tokens, by Ollama name, as far as they are set."""
+        return {k: v for k in OLLAMA_SAMPLING if (v := getattr(self, k)) is not None}
+
+
+Format = Literal["json"] | dict[str, Any] | None
+
+
+def json_schema(fmt: Format) -> dict[str, Any] | None:
+    if fmt is None:
+        return None
+    return {} if fmt == "json" else dict(fmt)
+
+
+class _Inference(_Named):
+    options: Options | None = None
+    stream: bool = True
+    keep_alive: str | float | None = None
+    format: Format = None
+    think: bool | str | None = None
+
+    def keep_alive_seconds(self) -> float | None:
+        return parse_duration(self.keep_alive)
+
+    def overrides(self) -> dict[str, Any]:
+        """Sampling fields (by ``SamplingParams`` name) this request sets."""
+        fields = sampling_from_ollama(self.options.sampling() if self.options else {})
+        if self.format is not None:
+            fields["json_schema"] = json_schema(self.format)
+        return fields
+
+
+class GenerateRequest(_Inference):
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    raw: bool = False
+    images: list[str] | None = None
+    context: list[int] | None = None
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+
+
+class ChatRequest(_Inference):
+    messages: list[ChatMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+
+
+class EmbedRequest(_Named):
+    input: str | list[str]
+    truncate: bool = True
+    options: Options | None = None
+    keep_alive: str | float | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+
+
+class EmbeddingsRequest(_Named):
+    prompt: str
+    options: Options | None = None
+    keep_alive: str | float | None = None
+
+
+class ShowRequest(_Named):
+    verbose: bool = False
+
+
+class DeleteRequest(_Named):
+    pass
+
+
+class CopyRequest(_Request):
+    source: str
+    destination: str
+
+
+class TransferRequest(_Named):
+    insecure: bool = False
+    stream: bool = True
+
+
+class CreateRequest(_Named):
+    modelfile: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    license: str | list[str] | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[ChatMessage] | None = None
+    quantize: str | None = None
+    stream: bool = True
+    path: str | None = None  # very old clients: a Modelfile path on the server

@@ -1,0 +1,144 @@
+"""Parsing Ollama's Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, LICENSE.
+
+ADAPTER (LoRA) is refused with a clear error rather than ignored. Values may
+be quoted with ``"``, or span lines with ``\"\"\"``. TEMPLATE is a Jinja chat
+template here (BlackRoad renders templates as llama.cpp does), not a Go one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from blackroad.errors import InvalidRequest
+
+_COMMANDS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "MESSAGE", "LICENSE", "ADAPTER"}
+_ROLES = {"system", "user", "assistant"}
+# PARAMETER names and how their values are read; stop may repeat.
+_PARAMETER_TYPES: dict[str, type] = {
+    "num_predict": int,
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repeat_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "seed": int,
+    "stop": str,
+    "num_ctx": int,
+    "num_thread": int,
+}
+
+
+@dataclass
+class Modelfile:
+    base: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    license: list[str] = field(default_factory=list)
+
+
+def parameter_value(name: str, raw: Any) -> Any:
+    """A PARAMETER value converted to its type; unknown names are an error."""
+    kind = _PARAMETER_TYPES.get(name)
+    if kind is None:
+        raise InvalidRequest(f"unknown parameter {name!r}", param="parameters")
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest(
+            f"parameter {name} must be {kind.__name__}, got {raw!r}", param="parameters"
+        ) from None
+
+
+def _statements(text: str) -> list[tuple[int, str, str, bool]]:
+    """(line number, COMMAND, argument text, was it triple-quoted) per statement."""
+    lines = text.splitlines()
+    statements: list[tuple[int, str, str, bool]] = []
+    index = 0
+    while index < len(lines):
+        number, line = index + 1, lines[index].strip()
+        index += 1
+        if not line or line.startswith("#"):
+            continue
+        command, _, rest = line.partition(" ")
+        command, rest = command.upper(), rest.strip()
+        if command not in _COMMANDS:
+            raise InvalidRequest(f"Modelfile line {number}: unknown command {command!r}")
+        head, quote, after = rest.partition('"""')
+        if quote:
+            body = after
+            while '"""' not in body:
+                if index >= len(lines):
+                    raise InvalidRequest(f'Modelfile line {number}: unterminated """')
+                body += "\n" + lines[index]
+                index += 1
+            rest = head + body[: body.index('"""')]
+        statements.append((number, command, rest, bool(quote)))
+    return statements
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return str(json.loads(value))
+    return value
+
+
+def parse(text: str) -> Modelfile:
+    result = Modelfile()
+    for number, command, rest, triple in _statements(text):
+
+        def value(raw: str, triple: bool = triple) -> str:
+            return raw if triple else _unquote(raw)
+
+        if command == "ADAPTER":
+            raise InvalidRequest(
+                f"Modelfile line {number}: ADAPTER is not supported; merge the adapter into "
+                "the GGUF (llama.cpp's export-lora) and use FROM"
+            )
+        if command == "FROM":
+            result.base = value(rest)
+        elif command == "PARAMETER":
+            name, _, raw_value = rest.partition(" ")
+            converted = parameter_value(name.strip(), value(raw_value))
+            if name == "stop":
+                result.parameters.setdefault("stop", []).append(converted)
+            else:
+                result.parameters[name] = converted
+        elif command == "MESSAGE":
+            role, _, content = rest.partition(" ")
+            if role.lower() not in _ROLES:
+                raise InvalidRequest(
+                    f"Modelfile line {number}: MESSAGE role must be one of "
+                    f"{', '.join(sorted(_ROLES))}"
+                )
+            result.messages.append({"role": role.lower(), "content": value(content)})
+        elif command == "TEMPLATE":
+            result.template = value(rest)
+        elif command == "SYSTEM":
+            result.system = value(rest)
+        else:
+            result.license.append(value(rest))
+    if result.base is None:
+        raise InvalidRequest("a Modelfile needs a FROM line")
+    return result
+
+
+def render(model: Modelfile) -> str:
+    """A Modelfile for ``model``, as /api/show returns it."""
+    lines = [f"FROM {model.base}"]
+    if model.template:
+        lines.append(f'TEMPLATE """{model.template}"""')
+    if model.system:
+        lines.append(f'SYSTEM """{model.system}"""')
+    for name, value in model.parameters.items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {name} {json.dumps(item) if name == 'stop' else item}")
+    lines += [f'MESSAGE {m["role"]} """{m["content"]}"""' for m in model.messages]
+    lines += [f'LICENSE """{text}"""' for text in model.license]
+    return "\n".join(lines) + "\n"
