@@ -59,7 +59,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,41 +177,52 @@ class Baseline:
         return Sample(first - started, end - first, produced, len(tokens), reason)
 
 
-def run_server(
-    client: openai.OpenAI, model: str, messages: list[dict[str, str]], max_tokens: int
-) -> Sample:
-    chat: list[ChatCompletionMessageParam] = messages  # type: ignore[assignment]
-    first: float | None = None
-    end: float | None = None
-    reason: str | None = None
-    completion_tokens = 0
-    prompt_tokens: int | None = None
+Runner = Callable[[str, list[dict[str, str]], int], Sample]
 
-    started = time.perf_counter()
-    stream = client.chat.completions.create(
-        model=model,
-        messages=chat,
-        max_tokens=max_tokens,
-        temperature=0,
-        seed=SEED,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    with stream:
-        for chunk in stream:
-            now = time.perf_counter()
-            for choice in chunk.choices:
-                if first is None and choice.delta.content:
-                    first = now
-                if choice.finish_reason is not None:
-                    reason, end = choice.finish_reason, now
-            if chunk.usage is not None:
-                completion_tokens = chunk.usage.completion_tokens
-                prompt_tokens = chunk.usage.prompt_tokens
-    done = time.perf_counter()
-    end = done if end is None else end
-    first = end if first is None else first
-    return Sample(first - started, end - first, completion_tokens, prompt_tokens, reason)
+
+@contextlib.contextmanager
+def openai_runner(base_url: str) -> Iterator[Runner]:
+    """Streamed ``/v1/chat/completions`` with the official ``openai`` client."""
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=600)
+
+    def run(model: str, messages: list[dict[str, str]], max_tokens: int) -> Sample:
+        chat: list[ChatCompletionMessageParam] = messages  # type: ignore[assignment]
+        first: float | None = None
+        end: float | None = None
+        reason: str | None = None
+        completion_tokens = 0
+        prompt_tokens: int | None = None
+
+        started = time.perf_counter()
+        stream = client.chat.completions.create(
+            model=model,
+            messages=chat,
+            max_tokens=max_tokens,
+            temperature=0,
+            seed=SEED,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with stream:
+            for chunk in stream:
+                now = time.perf_counter()
+                for choice in chunk.choices:
+                    if first is None and choice.delta.content:
+                        first = now
+                    if choice.finish_reason is not None:
+                        reason, end = choice.finish_reason, now
+                if chunk.usage is not None:
+                    completion_tokens = chunk.usage.completion_tokens
+                    prompt_tokens = chunk.usage.prompt_tokens
+        done = time.perf_counter()
+        end = done if end is None else end
+        first = end if first is None else first
+        return Sample(first - started, end - first, completion_tokens, prompt_tokens, reason)
+
+    try:
+        yield run
+    finally:
+        client.close()
 
 
 def cpu_model() -> str:
@@ -307,8 +318,8 @@ class Measured:
 
 
 @contextlib.contextmanager
-def server_client(threads: int) -> Iterator[tuple[openai.OpenAI, int]]:
-    """A fresh server on 127.0.0.1 with a temporary home, a client on it, and its pid."""
+def server_process(threads: int) -> Iterator[tuple[str, int]]:
+    """A fresh server on 127.0.0.1 with a temporary home: its URL and pid."""
     if str(ROOT) not in sys.path:  # run as a script rather than with -m
         sys.path.insert(0, str(ROOT))
     from tests.support.server import running_server
@@ -317,11 +328,7 @@ def server_client(threads: int) -> Iterator[tuple[openai.OpenAI, int]]:
         tempfile.TemporaryDirectory(prefix="blackroad-bench-") as home,
         running_server(Path(home), num_threads=str(threads)) as server,
     ):
-        client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=600)
-        try:
-            yield client, server.process.pid
-        finally:
-            client.close()
+        yield server.url, server.process.pid
 
 
 def median(values: list[float]) -> float:
@@ -371,7 +378,7 @@ def report(local: list[Measured], remote: list[Measured], repeats: int) -> None:
         print(f"{name:<11} {ttft:>24} {tps:>22} {cpu:>13.2f}")
     client_cpu = median([m.bench_cpu_s * 1000 / max(1, m.sample.completion_tokens) for m in remote])
     print(
-        f"  (cpu: this process + the server process, per generated token; the openai "
+        f"  (cpu: this process + the server process, per generated token; the "
         f"client's share: {client_cpu:.2f})"
     )
     local_tps, remote_tps = (median([m.sample.decode_tps for m in r]) for r in (local, remote))
@@ -395,7 +402,12 @@ def report(local: list[Measured], remote: list[Measured], repeats: int) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    runner: Callable[[str], contextlib.AbstractContextManager[Runner]] = openai_runner,
+    module: str = "bench.overhead",
+) -> int:
+    """Run the comparison; ``runner`` drives the server side (OpenAI API by default)."""
     args = parse_args(argv)
     from blackroad.models.bundled import bundled_models
     from blackroad.models.metadata import read_metadata
@@ -412,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     python = Path(sys.executable)
     with contextlib.suppress(ValueError):
         python = python.relative_to(Path.cwd())
-    entry = ["-m", "bench.overhead"] if __spec__ is not None else [sys.argv[0]]
+    entry = ["-m", module] if __spec__ is not None else [sys.argv[0]]
     command = shlex.join([str(python), *entry, *sys.argv[1:]])
     print(f"command: {command}")
     print(f"cpu:     {cpu_model()} ({cpu_count()} usable cores)")
@@ -426,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = Baseline(path, template, args.threads)
     local: list[Measured] = []
     remote: list[Measured] = []
-    with server_client(args.threads) as (client, server_pid):
+    with server_process(args.threads) as (url, server_pid), runner(url) as run_server:
         meter = CpuMeter(server_pid)
         for index in range(args.warmup + args.repeats):
             warm = index < args.warmup
@@ -436,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             for side in sides:
                 before = meter.now()
                 if side == "server":
-                    sample = run_server(client, args.model, messages, args.max_tokens)
+                    sample = run_server(args.model, messages, args.max_tokens)
                 else:
                     sample = baseline.run(messages, args.max_tokens)
                 measured = Measured.between(side, sample, before, meter.now())
