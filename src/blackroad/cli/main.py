@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from blackroad import __version__
-from blackroad.cli import models, run, serve
+from blackroad.cli import manage, models, registry, run, serve
 
 app = typer.Typer(
     name="blackroad",
@@ -16,6 +16,16 @@ app = typer.Typer(
 app.command("up")(serve.up)
 app.command("run")(run.run)
 app.add_typer(models.app, name="models")
+app.command("pull")(registry.pull)
+app.command("push")(registry.push)
+app.add_typer(registry.app, name="registry")
+app.command("list")(manage.list_models)
+app.command("ps")(manage.ps)
+app.command("show")(manage.show)
+app.command("cp")(manage.cp)
+app.command("rm")(manage.rm)
+app.command("create")(manage.create)
+app.command("stop")(manage.stop)
 
 
 @app.command()
