@@ -54,6 +54,9 @@ class Settings:
     # of a mirror this organisation runs. Deliberately no default: nothing
     # reaches the internet unless someone points this at it.
     registry: str | None = None
+    # The key this node presents to an HTTP registry: its own setting, so the
+    # server's API key is never sent to another machine.
+    registry_key: str | None = None
 
     @property
     def models_dir(self) -> Path:

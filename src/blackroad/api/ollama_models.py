@@ -121,8 +121,13 @@ async def upload_blob(digest: str, request: Request) -> Response:
     return Response(status_code=201)
 
 
-def _registry_location(request: Request) -> str:
+def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
+    return settings
+
+
+def _registry_location(request: Request) -> str:
+    settings = _settings(request)
     if not settings.registry:
         raise InvalidRequest(
             "no registry is configured: set BLACKROAD_REGISTRY to a directory or the URL of "
@@ -132,7 +137,7 @@ def _registry_location(request: Request) -> str:
 
 
 def _transfer(request: Request, name: str, direction: Any) -> Iterator[dict[str, Any]]:
-    registry = open_registry(_registry_location(request))
+    registry = open_registry(_registry_location(request), api_key=_settings(request).registry_key)
     with contextlib.closing(registry):
         yield from direction(_store(request), registry, name)
 

@@ -86,7 +86,7 @@ def _transfer(operation: Operation, name: str, location: str | None, verb: str) 
         )
     store = ModelStore(settings.models_dir)
     try:
-        registry = registries.open_registry(location, api_key=settings.api_key)
+        registry = registries.open_registry(location, api_key=settings.registry_key)
         with contextlib.closing(registry):
             _show(operation(store, registry, name))
     except ModelNotFound as exc:
