@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from blackroad.errors import InvalidRequest
 from blackroad.service.inference import OLLAMA_SAMPLING, sampling_from_ollama
@@ -44,18 +44,12 @@ class _Request(BaseModel):
 
 
 class _Named(_Request):
-    model: str | None = None
-    name: str | None = None  # what older clients send instead of ``model``
-
-    @model_validator(mode="after")
-    def _has_a_name(self) -> _Named:
-        if not (self.model or self.name):
-            raise ValueError("model is required")
-        return self
+    # Older clients send ``name`` where newer ones send ``model``.
+    model: str = Field(min_length=1, validation_alias=AliasChoices("model", "name"))
 
     @property
     def model_name(self) -> str:
-        return str(self.model or self.name)
+        return self.model
 
 
 class Options(_Request):

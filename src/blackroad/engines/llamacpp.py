@@ -126,7 +126,7 @@ class LlamaCppEngine(Engine):
 
     @property
     def loaded(self) -> bool:
-        return self._llama is not None
+        return self._llama is not None or self._embedder is not None
 
     @property
     def idle(self) -> bool:
@@ -139,6 +139,8 @@ class LlamaCppEngine(Engine):
         # Before loading: the KV cache of a typical small model is about
         # n_ctx x embedding_length x 4 bytes (keys and values, f16, fewer KV heads).
         state = self._state_bytes or self.n_ctx * meta.embedding_length * 4
+        if self._llama is not None and self._embedder is not None:
+            state *= 2  # the embedding context has a cache of its own
         return self.entry.size + state
 
     # -- worker-thread side ------------------------------------------------
@@ -172,7 +174,7 @@ class LlamaCppEngine(Engine):
             from llama_cpp import Llama
 
             pooling = self.entry.metadata.pooling_type
-            self._embedder = Llama(
+            embedder = Llama(
                 str(self.entry.path),
                 embedding=True,
                 # A chat model has no pooling of its own; mean pooling gives one vector.
@@ -184,6 +186,8 @@ class LlamaCppEngine(Engine):
                 n_threads_batch=self.options.n_threads,
                 verbose=False,
             )
+            self._embedder = embedder
+            self._state_bytes = self._state_bytes or _kv_cache_bytes(embedder, self.n_ctx)
         return self._embedder
 
     def _piece(self, token: int) -> bytes:
@@ -404,6 +408,7 @@ class LlamaCppEngine(Engine):
                     llama.close()
             self._llama = self._embedder = None
             self._pieces.clear()
+            self._state_bytes = 0
 
         await self._call(work)
 

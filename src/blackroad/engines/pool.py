@@ -26,7 +26,7 @@ DEFAULT_KEEP_ALIVE = 300.0
 @dataclass
 class _Residency:
     last_used: float = 0.0
-    expires_at: float = math.inf  # wall-clock time.time(); inf keeps it forever
+    expires_at: float = 0.0  # wall-clock time.time(); inf keeps it forever
 
 
 class EnginePool:
@@ -71,7 +71,14 @@ class EnginePool:
         ]
 
     async def make_room(self, engine: LlamaCppEngine) -> None:
-        """Evict idle models, least recently used first, so ``engine`` fits."""
+        """Evict idle models, least recently used first, so ``engine`` fits.
+
+        The model counts as used from now, with the default keep-alive until
+        its request reports its own: a request that fails still lets it go.
+        """
+        residency = self._residency[engine.model]
+        residency.last_used = time.monotonic()
+        residency.expires_at = max(residency.expires_at, time.time() + DEFAULT_KEEP_ALIVE)
         if engine.loaded:
             return
         others = sorted(

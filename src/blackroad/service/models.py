@@ -80,10 +80,9 @@ class ModelManager:
     def create(
         self, name: str, spec: Modelfile, files: Mapping[str, str] | None = None
     ) -> Progress:
+        """Create ``name``; everything is checked before the first status is reported."""
         canonical = names.normalize(name)
         model, inherited = self._base(spec, files)
-        yield {"status": "parsing modelfile"}
-        yield {"status": f"using existing layer {model.digest}"}
         parameters = {**inherited.parameters}
         for key, value in spec.parameters.items():
             parameters[key] = (
@@ -96,23 +95,35 @@ class ModelManager:
             metadata = read_metadata(self.store.blob_path(model.digest))
             # Render once now, so a broken template fails the create, not every chat.
             ChatTemplate.for_model(metadata, template).render([{"role": "user", "content": "hi"}])
+        merged = Modelfile(
+            parameters=parameters,
+            template=template,
+            system=spec.system or inherited.system,
+            messages=spec.messages or inherited.messages,
+            license=spec.license or inherited.license,
+        )
+        return self._write(canonical, model, merged)
+
+    def _write(self, name: str, model: Layer, spec: Modelfile) -> Progress:
+        yield {"status": "parsing modelfile"}
+        yield {"status": f"using existing layer {model.digest}"}
         layers = [model]
-        texts = [(MEDIA_TEMPLATE, template), (MEDIA_SYSTEM, spec.system or inherited.system)]
-        for media_type, text in texts:
+        for media_type, text in ((MEDIA_TEMPLATE, spec.template), (MEDIA_SYSTEM, spec.system)):
             if text:
                 layers.append(self.store.add_bytes(text.encode(), media_type))
-        if parameters:
-            layers.append(self.store.add_bytes(json.dumps(parameters).encode(), MEDIA_PARAMS))
-        messages = spec.messages or inherited.messages
-        if messages:
-            layers.append(self.store.add_bytes(json.dumps(messages).encode(), MEDIA_MESSAGES))
-        for text in spec.license or inherited.license:
+        if spec.parameters:
+            params = json.dumps(spec.parameters).encode()
+            layers.append(self.store.add_bytes(params, MEDIA_PARAMS))
+        if spec.messages:
+            messages = json.dumps(spec.messages).encode()
+            layers.append(self.store.add_bytes(messages, MEDIA_MESSAGES))
+        for text in spec.license:
             layers.append(self.store.add_bytes(text.encode(), MEDIA_LICENSE))
         for layer in layers[1:]:
             yield {"status": f"creating new layer {layer.digest}"}
         config = self._config(model)
         yield {"status": "writing manifest"}
-        self.store.write_manifest(canonical, Manifest(config, tuple(layers)))
+        self.store.write_manifest(name, Manifest(config, tuple(layers)))
         yield {"status": "success"}
 
     def _config(self, model: Layer) -> Layer:
