@@ -41,3 +41,13 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert commands == ["python3 scripts/dev.py up", "python3 scripts/dev.py test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.rstrip().splitlines()[-1] == commands[1]
+
+
+def test_every_setting_in_the_readme_exists() -> None:
+    import dataclasses
+
+    from blackroad.config import Settings
+
+    named = set(re.findall(r"`BLACKROAD_([A-Z_]+)`", (ROOT / "README.md").read_text()))
+    fields = {f.name.upper() for f in dataclasses.fields(Settings)}
+    assert named and named - fields == set()
