@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import openai
@@ -10,20 +9,7 @@ import openai
 from blackroad import __version__
 from blackroad.models.bundled import bundled_models
 from tests.conftest import SMOLLM2
-from tests.support.server import BLACKROAD, Server, server_env
-
-
-def blackroad(
-    *args: str, home: Path, port: int = 11434, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BLACKROAD), *args],
-        env={**server_env(home, port), "COLUMNS": "200"},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.support.server import Server, blackroad
 
 
 def test_version(tmp_path: Path) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from blackroad.models.bundled import bundled_models
-from tests.cli.test_cli import blackroad
 from tests.conftest import SMOLLM2
-from tests.support.server import Server
+from tests.support.server import Server, blackroad
 
 
 def run(server: Server, *args: str) -> str:

@@ -35,7 +35,8 @@ from blackroad.models.store import (
 )
 from blackroad.store.database import Database
 from tests.conftest import SMOLLM2
-from tests.support.registry import RegistryServer, blackroad, running_registry
+from tests.support.registry import RegistryServer, running_registry
+from tests.support.server import blackroad
 
 NAME = "team/tiny:v1"
 pytestmark = pytest.mark.timeout(180)

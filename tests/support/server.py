@@ -51,32 +51,56 @@ def server_env(home: Path, port: int, **settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def serving(
+    args: list[str], env: dict[str, str], port: int, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``blackroad ARGS`` in the background, once ``GET /`` on ``port`` answers 200.
+
+    Stopped (terminated, killed if it will not stop) when the block ends.
+    """
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(BLACKROAD), *args], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"blackroad {args[0]} exited:\n{log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"blackroad {args[0]} did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
 def running_server(home: Path, **settings: str) -> Iterator[Server]:
     """A ``blackroad up`` subprocess on a free loopback port, ready to serve."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BLACKROAD), "up"], env=server_env(home, port, **settings), stdout=out, stderr=out
-        )
-    server = Server(process, home, port, log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if not server.alive():
-                raise RuntimeError(f"server exited:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(server.url, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(["up"], server_env(home, port, **settings), port, log) as process:
+        yield Server(process, home, port, log)
+
+
+def blackroad(
+    *args: str, home: Path, port: int | None = None, stdin: str | None = None, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``blackroad`` command with its own home and only the given settings."""
+    return subprocess.run(
+        [str(BLACKROAD), *args],
+        env={**server_env(home, port or free_port(), **settings), "COLUMNS": "200"},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

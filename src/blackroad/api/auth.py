@@ -6,11 +6,12 @@ import hmac
 
 from fastapi import Request
 
+from blackroad.api.state import settings
 from blackroad.errors import Unauthorized
 
 
 async def require_api_key(request: Request) -> None:
-    expected: str | None = request.app.state.settings.api_key
+    expected = settings(request).api_key
     if expected is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

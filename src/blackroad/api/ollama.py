@@ -31,23 +31,18 @@ from blackroad.api.ollama_types import (
     parse_duration,
 )
 from blackroad.api.recording import RequestLog, describe_error, request_log
+from blackroad.api.state import inference
 from blackroad.api.streaming import collect, started, tracked
 from blackroad.engines.base import Chunk, Finish
 from blackroad.engines.llamacpp import LlamaCppEngine
 from blackroad.errors import BlackRoadError, InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry
-from blackroad.service.inference import Inference
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
 # The Ollama API level this server speaks; clients compare it to feature minimums.
 OLLAMA_VERSION = "0.12.0"
-
-
-def inference(request: Request) -> Inference:
-    service: Inference = request.app.state.inference
-    return service
 
 
 def timestamp(moment: datetime | None = None) -> str:

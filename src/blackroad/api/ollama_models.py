@@ -20,7 +20,7 @@ from blackroad.api.auth import require_api_key
 from blackroad.api.ollama import ndjson
 from blackroad.api.ollama_types import CopyRequest, CreateRequest, DeleteRequest, TransferRequest
 from blackroad.api.recording import request_log
-from blackroad.config import Settings
+from blackroad.api.state import inference, settings
 from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.registry import open_registry, pull, push
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
 
 
 def manager(request: Request) -> ModelManager:
-    return ModelManager(request.app.state.inference.catalog)
+    return ModelManager(inference(request).catalog)
 
 
 async def _progress(
@@ -89,8 +89,7 @@ async def delete(body: DeleteRequest, request: Request) -> Response:
 
 
 def _store(request: Request) -> ModelStore:
-    store: ModelStore = request.app.state.inference.catalog.store
-    return store
+    return inference(request).catalog.store
 
 
 @router.head("/blobs/{digest}")
@@ -121,23 +120,18 @@ async def upload_blob(digest: str, request: Request) -> Response:
     return Response(status_code=201)
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 def _registry_location(request: Request) -> str:
-    settings = _settings(request)
-    if not settings.registry:
+    location = settings(request).registry
+    if not location:
         raise InvalidRequest(
             "no registry is configured: set BLACKROAD_REGISTRY to a directory or the URL of "
             "your organisation's mirror (BlackRoad never pulls from the internet by itself)"
         )
-    return settings.registry
+    return location
 
 
 def _transfer(request: Request, name: str, direction: Any) -> Iterator[dict[str, Any]]:
-    registry = open_registry(_registry_location(request), api_key=_settings(request).registry_key)
+    registry = open_registry(_registry_location(request), api_key=settings(request).registry_key)
     with contextlib.closing(registry):
         yield from direction(_store(request), registry, name)
 

@@ -27,20 +27,15 @@ from blackroad.api.openai_types import (
     EmbeddingRequest,
 )
 from blackroad.api.recording import RequestLog, describe_error, request_log
+from blackroad.api.state import inference
 from blackroad.api.streaming import collect, started, tracked
 from blackroad.engines.base import Chunk, Finish
 from blackroad.errors import BlackRoadError, EngineError, InvalidRequest
 from blackroad.models.types import ModelEntry
-from blackroad.service.inference import Inference
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 SYSTEM_FINGERPRINT = "blackroad"
-
-
-def inference(request: Request) -> Inference:
-    service: Inference = request.app.state.inference
-    return service
 
 
 def _model_object(entry: ModelEntry) -> dict[str, Any]:

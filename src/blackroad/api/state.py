@@ -1,0 +1,18 @@
+"""Typed access, for route handlers, to what the application holds."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from blackroad.config import Settings
+from blackroad.service.inference import Inference
+
+
+def settings(request: Request) -> Settings:
+    value: Settings = request.app.state.settings
+    return value
+
+
+def inference(request: Request) -> Inference:
+    value: Inference = request.app.state.inference
+    return value
