@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 
 from blackroad.api.state import settings
 from blackroad.errors import Unauthorized
+from blackroad.identity.keys import bearer_token, same_secret
 
 
 async def require_api_key(request: Request) -> None:
     expected = settings(request).api_key
     if expected is None:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise Unauthorized(
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
         )
-    # Constant-time comparison; the key itself never appears in an error or a log.
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    # The key itself never appears in an error or a log.
+    if not same_secret(token, expected):
         raise Unauthorized("Incorrect API key provided.")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -30,16 +29,15 @@ from blackroad.api.ollama_types import (
     _Inference,
     parse_duration,
 )
-from blackroad.api.recording import RequestLog, describe_error, request_log
+from blackroad.api.recording import RequestLog, request_log
 from blackroad.api.state import inference
-from blackroad.api.streaming import collect, started, tracked
+from blackroad.api.streaming import collect, event_response, started, tracked
 from blackroad.engines.base import Chunk, Finish
 from blackroad.engines.llamacpp import LlamaCppEngine
-from blackroad.errors import BlackRoadError, InvalidRequest
+from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
 # The Ollama API level this server speaks; clients compare it to feature minimums.
 OLLAMA_VERSION = "0.12.0"
@@ -51,21 +49,13 @@ def timestamp(moment: datetime | None = None) -> str:
 
 def ndjson(lines: AsyncIterator[dict[str, Any]], record: RequestLog) -> StreamingResponse:
     """An NDJSON response; an error after the headers went out becomes an error line."""
-
-    async def body() -> AsyncIterator[str]:
-        try:
-            async for line in lines:
-                yield json.dumps(line, ensure_ascii=False) + "\n"
-        except BlackRoadError as exc:
-            record.error = exc.message
-            yield json.dumps({"error": exc.message}) + "\n"
-        except Exception as exc:
-            log.exception("stream for %s failed", record.model)
-            record.error = describe_error(exc)
-            yield json.dumps({"error": "generation failed; see the server log"}) + "\n"
-        await record.commit()
-
-    return StreamingResponse(body(), media_type="application/x-ndjson")
+    return event_response(
+        lines,
+        record,
+        lambda line: json.dumps(line, ensure_ascii=False) + "\n",
+        lambda error: {"error": error.message},
+        "application/x-ndjson",
+    )
 
 
 def digest_of(entry: ModelEntry) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import secrets
 import struct
 import time
@@ -26,14 +25,13 @@ from blackroad.api.openai_types import (
     CompletionRequest,
     EmbeddingRequest,
 )
-from blackroad.api.recording import RequestLog, describe_error, request_log
+from blackroad.api.recording import RequestLog, request_log
 from blackroad.api.state import inference
-from blackroad.api.streaming import collect, started, tracked
+from blackroad.api.streaming import collect, event_response, started, tracked
 from blackroad.engines.base import Chunk, Finish
-from blackroad.errors import BlackRoadError, EngineError, InvalidRequest
+from blackroad.errors import InvalidRequest
 from blackroad.models.types import ModelEntry
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 SYSTEM_FINGERPRINT = "blackroad"
 
@@ -71,26 +69,8 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 def _event_stream(record: RequestLog, events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    """An SSE response; an error after the headers went out becomes an error event."""
-
-    async def lines() -> AsyncIterator[str]:
-        try:
-            async for event in events:
-                yield _sse(event)
-        except BlackRoadError as exc:
-            record.error = exc.message
-            yield _sse(openai_error_body(exc))
-        except Exception as exc:
-            log.exception("stream for %s failed", record.model)
-            record.error = describe_error(exc)
-            yield _sse(openai_error_body(EngineError("generation failed; see the server log")))
-        await record.commit()
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(
-        lines(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return event_response(
+        events, record, _sse, openai_error_body, "text/event-stream", "data: [DONE]\n\n"
     )
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from blackroad.api.recording import RequestLog
+from starlette.responses import StreamingResponse
+
+from blackroad.api.recording import RequestLog, describe_error
 from blackroad.engines.base import Chunk, Finish
+from blackroad.errors import BlackRoadError, EngineError
+
+log = logging.getLogger(__name__)
+Event = dict[str, Any]
 
 
 async def started(stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
@@ -45,3 +53,36 @@ async def collect(stream: AsyncIterator[Chunk]) -> tuple[str, Finish]:
         finish = chunk.finish or finish
     assert finish is not None, "an engine stream always ends with a finish"
     return "".join(parts), finish
+
+
+def event_response(
+    events: AsyncIterator[Event],
+    record: RequestLog,
+    encode: Callable[[Event], str],
+    error_event: Callable[[BlackRoadError], Event],
+    media_type: str,
+    last_line: str = "",
+) -> StreamingResponse:
+    """Stream ``events``; an error after the headers went out becomes an error event.
+
+    The request record is committed before ``last_line`` (SSE's ``data: [DONE]``),
+    so a client that read the whole stream can rely on the record existing.
+    """
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield encode(event)
+        except BlackRoadError as exc:
+            record.error = exc.message
+            yield encode(error_event(exc))
+        except Exception as exc:
+            log.exception("stream for %s failed", record.model)
+            record.error = describe_error(exc)
+            yield encode(error_event(EngineError("generation failed; see the server log")))
+        await record.commit()
+        if last_line:
+            yield last_line
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(lines(), media_type=media_type, headers=headers)

@@ -20,7 +20,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -38,7 +37,6 @@ from blackroad.models.store import (
     Layer,
     Manifest,
     ModelStore,
-    fsync_replace,
     valid_digest,
 )
 
@@ -83,27 +81,6 @@ class Registry(ABC):
 
     def close(self) -> None:  # use with ``contextlib.closing``
         return None
-
-
-def write_manifest_bytes(store: ModelStore, name: str, raw: bytes) -> Manifest:
-    """Atomically write a manifest's exact bytes (so its digest stays the registry's).
-
-    Refuses one naming a missing blob. The hidden temporary name is unique per writer.
-    """
-    name = names.normalize(name)
-    manifest = Manifest.from_bytes(raw)
-    missing = [layer.digest for layer in manifest.blobs() if not store.has_blob(layer.digest)]
-    if missing:
-        raise InvalidRequest(f"manifest for {name} names missing blobs: {', '.join(missing)}")
-    path = store.manifest_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(raw)
-        fsync_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return manifest
 
 
 class DirectoryRegistry(Registry):
@@ -156,7 +133,7 @@ class DirectoryRegistry(Registry):
         self._store.commit_partial(digest)
 
     def write_manifest(self, name: str, raw: bytes) -> None:
-        write_manifest_bytes(self._store, name, raw)
+        self._store.write_manifest_bytes(names.normalize(name), raw)
 
 
 class HTTPRegistry(Registry):
@@ -362,7 +339,7 @@ def pull(store: ModelStore, registry: Registry, name: str) -> Iterator[dict[str,
         for layer in fetched:
             store.commit_partial(layer.digest)  # deletes the partial on a mismatch
     yield {"status": "writing manifest"}
-    write_manifest_bytes(store, canonical, raw)
+    store.write_manifest_bytes(canonical, raw)
     yield {"status": "success"}
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import re
 import time
 import uuid
@@ -33,8 +32,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from blackroad.errors import BlackRoadError, InvalidRequest, PayloadTooLarge, Unauthorized
+from blackroad.identity.keys import bearer_token, same_secret
 from blackroad.models import names
-from blackroad.models.registry import write_manifest_bytes
 from blackroad.models.store import MEDIA_MANIFEST, ModelStore, fsync_replace
 
 _BLOB_NAME = re.compile(r"^sha256-[0-9a-f]{64}$")
@@ -99,9 +98,8 @@ class _Registry:
 
     def authorize(self, request: Request, write: bool) -> None:
         if self.api_key is not None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            valid = hmac.compare_digest(token.strip().encode(), self.api_key.encode())
-            if scheme.lower() != "bearer" or not valid:
+            token = bearer_token(request.headers.get("authorization", ""))
+            if token is None or not same_secret(token, self.api_key):
                 raise Unauthorized("missing or wrong API key (Authorization: Bearer <key>)")
         if write and not self.allow_push:
             raise HTTPException(403, "this registry is read-only")
@@ -119,7 +117,7 @@ class _Registry:
                 raw += chunk
                 if len(raw) > _MAX_MANIFEST_BYTES:
                     raise PayloadTooLarge(f"a manifest is at most {_MAX_MANIFEST_BYTES} bytes")
-            await anyio.to_thread.run_sync(write_manifest_bytes, self.store, name, bytes(raw))
+            await anyio.to_thread.run_sync(self.store.write_manifest_bytes, name, bytes(raw))
             return JSONResponse({"status": "success"}, status_code=201)
         if not path.is_file():
             raise HTTPException(404, f"model {name} not found")

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,14 +181,26 @@ class ModelStore:
         return self.manifests_dir / model / (tag or "latest")
 
     def write_manifest(self, name: str, manifest: Manifest) -> None:
+        self.write_manifest_bytes(name, manifest.to_bytes())
+
+    def write_manifest_bytes(self, name: str, raw: bytes) -> Manifest:
+        """Atomically write a manifest's exact bytes (a pulled one keeps its digest).
+
+        Refuses one naming a missing blob. The temporary name is unique per writer.
+        """
+        manifest = Manifest.from_bytes(raw)
         missing = [layer.digest for layer in manifest.blobs() if not self.has_blob(layer.digest)]
         if missing:
             raise InvalidRequest(f"manifest for {name} names missing blobs: {', '.join(missing)}")
         path = self.manifest_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(manifest.to_bytes())
-        fsync_replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(raw)
+            fsync_replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return manifest
 
     def read_manifest(self, name: str) -> Manifest | None:
         try:
