@@ -34,8 +34,11 @@ class Settings:
     home: Path = field(default_factory=lambda: Path.home() / ".blackroad")
     host: str = "127.0.0.1"
     port: int = 11434
-    # A single shared key for now; per-user keys arrive with the identity package.
+    # A shared key that acts as the local admin; users' own keys live in the database.
     api_key: str | None = None
+    # "auto": keys are required unless bound to loopback with no shared key
+    # (then callers run as the local admin, as with Ollama); "on": always.
+    auth: str = "auto"
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 8 * 1024 * 1024
     # Requests allowed to wait per model behind the one being served (503 past it).
@@ -65,6 +68,10 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.home / "blackroad.db"
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "on" or self.api_key is not None or not self.is_loopback
 
     @property
     def is_loopback(self) -> bool:

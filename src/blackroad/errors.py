@@ -8,6 +8,7 @@ place per protocol and never in business code.
     ├── InvalidRequest      400  (``param`` names the offending field)
     │   └── ContextLengthExceeded
     ├── Unauthorized        401
+    ├── Forbidden           403
     ├── ModelNotFound       404
     ├── PayloadTooLarge     413
     ├── ServiceUnavailable  503  (``retry_after`` seconds)
@@ -46,6 +47,11 @@ class ContextLengthExceeded(InvalidRequest):
 class Unauthorized(BlackRoadError):
     status_code = 401
     code = "invalid_api_key"
+
+
+class Forbidden(BlackRoadError):
+    status_code = 403
+    code = "permission_denied"
 
 
 class ModelNotFound(BlackRoadError):

@@ -14,16 +14,18 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
 from blackroad import __version__
-from blackroad.api import ollama, ollama_models, openai
+from blackroad.api import ollama, ollama_models, openai, operations
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
 from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
+from blackroad.identity.directory import Directory
 from blackroad.models.catalog import Catalog
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
+from blackroad.usage.metrics import Metrics
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -37,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     pool = EnginePool(options, settings.max_loaded_models, settings.max_memory_bytes)
     service = Inference(Catalog(settings.models_dir, database), pool)
+    metrics = Metrics(pool.health)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -49,10 +52,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.inference = service
+    app.state.metrics = metrics
+    app.state.directory = Directory(database)
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(ollama.router)
     app.include_router(ollama_models.router)
+    app.include_router(operations.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:
@@ -63,5 +69,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, unlimited=("/api/blobs/",)
     )
-    app.add_middleware(RecordingMiddleware, database=database)
+    app.add_middleware(RecordingMiddleware, database=database, metrics=metrics)
     return app

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from blackroad import __version__
-from blackroad.api.auth import require_api_key
+from blackroad.api.auth import principal, require_scope
 from blackroad.api.ollama_types import (
     ChatRequest,
     EmbeddingsRequest,
@@ -38,7 +38,7 @@ from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry
 
-router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/api", dependencies=[Depends(require_scope("inference"))])
 # The Ollama API level this server speaks; clients compare it to feature minimums.
 OLLAMA_VERSION = "0.12.0"
 
@@ -97,7 +97,7 @@ async def version() -> dict[str, str]:
 
 @router.get("/tags")
 async def tags(request: Request) -> dict[str, Any]:
-    entries = await inference(request).models()
+    entries = await inference(request).models(principal(request))
     return {
         "models": [
             {
@@ -116,7 +116,7 @@ async def tags(request: Request) -> dict[str, Any]:
 @router.post("/show")
 async def show(body: ShowRequest, request: Request) -> dict[str, Any]:
     service = inference(request)
-    entry = await service.model(body.model_name)
+    entry = await service.model(body.model_name, principal(request))
     meta, config = entry.metadata, entry.config
     arch = meta.architecture
     engine = service.pool.get(entry)
@@ -185,6 +185,7 @@ async def _engine_for(body: _Inference, request: Request) -> LlamaCppEngine:
     options = body.options
     return await inference(request).engine(
         body.model_name,
+        principal(request),
         n_ctx=options.num_ctx if options else None,
         n_threads=options.num_thread if options else None,
     )
@@ -296,7 +297,7 @@ async def _embed(
     record = request_log(request)
     record.model = model
     service = inference(request)
-    engine = await service.engine(model)
+    engine = await service.engine(model, principal(request))
     started_ns = time.perf_counter_ns()
     try:
         result = await engine.embed(texts, truncate=truncate)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.responses import Response
 
-from blackroad.api.auth import require_api_key
+from blackroad.api.auth import require_scope
 from blackroad.api.ollama import ndjson
 from blackroad.api.ollama_types import CopyRequest, CreateRequest, DeleteRequest, TransferRequest
 from blackroad.api.recording import request_log
@@ -27,7 +27,7 @@ from blackroad.models.registry import open_registry, pull, push
 from blackroad.models.store import ModelStore
 from blackroad.service.models import ModelManager
 
-router = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/api", dependencies=[Depends(require_scope("admin"))])
 
 
 def manager(request: Request) -> ModelManager:

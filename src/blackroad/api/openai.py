@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
-from blackroad.api.auth import require_api_key
+from blackroad.api.auth import principal, require_scope
 from blackroad.api.errors import openai_error_body
 from blackroad.api.openai_types import (
     ChatCompletionRequest,
@@ -32,7 +32,7 @@ from blackroad.engines.base import Chunk, Finish
 from blackroad.errors import InvalidRequest
 from blackroad.models.types import ModelEntry
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_scope("inference"))])
 SYSTEM_FINGERPRINT = "blackroad"
 
 
@@ -59,13 +59,13 @@ def _sse(payload: dict[str, Any]) -> str:
 
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    entries = await inference(request).models()
+    entries = await inference(request).models(principal(request))
     return {"object": "list", "data": [_model_object(e) for e in entries]}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    return _model_object(await inference(request).model(model_id))
+    return _model_object(await inference(request).model(model_id, principal(request)))
 
 
 def _event_stream(record: RequestLog, events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
@@ -81,7 +81,7 @@ async def chat_completions(
     record = request_log(request)
     record.model = body.model
     service = inference(request)
-    engine = await service.engine(body.model)
+    engine = await service.engine(body.model, principal(request))
     messages = service.conversation(engine.entry, body.rendered_messages())
     params = service.sampling(engine.entry, body.sampling())
     try:
@@ -156,7 +156,7 @@ async def completions(
     record = request_log(request)
     record.model = body.model
     service = inference(request)
-    engine = await service.engine(body.model)
+    engine = await service.engine(body.model, principal(request))
     params = service.sampling(engine.entry, body.sampling())
     prompts = body.prompts()
     completion_id = f"cmpl-{secrets.token_hex(12)}"
@@ -221,7 +221,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     record.model = body.model
     inputs = body.inputs()
     service = inference(request)
-    engine = await service.engine(body.model)
+    engine = await service.engine(body.model, principal(request))
     entry = engine.entry
     if body.dimensions is not None and body.dimensions != entry.metadata.embedding_length:
         raise InvalidRequest(

@@ -1,4 +1,4 @@
-"""Recording every API request in the database before its response ends.
+"""Recording every API request, in the database and the metrics, before its response ends.
 
 ``RecordingMiddleware`` puts a ``RequestLog`` in the ASGI scope state; route
 handlers fill in what they know (model, tokens, time to first token). The
@@ -10,6 +10,9 @@ record is committed exactly once, by whichever comes first:
 - the middleware, before it forwards the last body message of any response;
 - the middleware, after a client went away mid-response (status 499, as
   nginx logs it).
+
+Committing also counts the request in the app's ``Metrics`` (by route
+template, read from the scope once routing has happened).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blackroad.store.database import Database
 from blackroad.store.schema import RequestRecord
+from blackroad.usage.metrics import Metrics
 
 CLIENT_CLOSED = 499
 
@@ -31,9 +35,12 @@ CLIENT_CLOSED = 499
 @dataclass
 class RequestLog:
     database: Database
+    metrics: Metrics
     method: str
     path: str
     client: str | None
+    # The ASGI scope: routing adds the matched route to it after the log is made.
+    scope: Scope = field(default_factory=dict, repr=False)
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     model: str | None = None
@@ -56,6 +63,18 @@ class RequestLog:
         if self.committed:
             return
         self.committed = True
+        duration = time.perf_counter() - self.started
+        route = self.scope.get("route")
+        self.metrics.observe(
+            path=self.path,
+            route=getattr(route, "path_format", None),
+            model=self.model,
+            status=self.status,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_seconds=None if self.ttft_ms is None else self.ttft_ms / 1000,
+            duration_seconds=duration,
+        )
         record = RequestRecord(
             created_at=self.created_at,
             method=self.method,
@@ -66,7 +85,7 @@ class RequestLog:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             ttft_ms=self.ttft_ms,
-            duration_ms=(time.perf_counter() - self.started) * 1000,
+            duration_ms=duration * 1000,
             error=self.error,
         )
         await asyncio.to_thread(self.database.record_request, record)
@@ -78,9 +97,10 @@ def request_log(request: Request) -> RequestLog:
 
 
 class RecordingMiddleware:
-    def __init__(self, app: ASGIApp, database: Database) -> None:
+    def __init__(self, app: ASGIApp, database: Database, metrics: Metrics) -> None:
         self.app = app
         self.database = database
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,9 +109,11 @@ class RecordingMiddleware:
         client = scope.get("client")
         log = RequestLog(
             database=self.database,
+            metrics=self.metrics,
             method=scope["method"],
             path=scope["path"],
             client=f"{client[0]}:{client[1]}" if client else None,
+            scope=scope,
         )
         scope.setdefault("state", {})["request_log"] = log
         finished = False

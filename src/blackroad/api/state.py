@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from blackroad.config import Settings
+from blackroad.identity.directory import Directory
 from blackroad.service.inference import Inference
 
 
@@ -15,4 +16,9 @@ def settings(request: Request) -> Settings:
 
 def inference(request: Request) -> Inference:
     value: Inference = request.app.state.inference
+    return value
+
+
+def directory(request: Request) -> Directory:
+    value: Directory = request.app.state.directory
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import NoReturn
 
 import httpx
 import typer
@@ -32,7 +33,7 @@ def server_api() -> Iterator[httpx.Client]:
         yield client
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     console.print(f"[red]{message}[/red]", highlight=False)
     raise typer.Exit(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from blackroad import __version__
-from blackroad.cli import manage, models, registry, run, serve
+from blackroad.cli import manage, models, registry, run, serve, users
 
 app = typer.Typer(
     name="blackroad",
@@ -19,6 +19,8 @@ app.add_typer(models.app, name="models")
 app.command("pull")(registry.pull)
 app.command("push")(registry.push)
 app.add_typer(registry.app, name="registry")
+app.add_typer(users.users, name="users")
+app.add_typer(users.keys, name="keys")
 app.command("list")(manage.list_models)
 app.command("ps")(manage.ps)
 app.command("show")(manage.show)

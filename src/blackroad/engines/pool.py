@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
+from blackroad.engines.base import EngineHealth
 from blackroad.engines.llamacpp import LlamaCppEngine, LlamaCppOptions
 from blackroad.errors import ServiceUnavailable
 from blackroad.models.types import ModelEntry
@@ -69,6 +70,10 @@ class EnginePool:
             for name, engine in self._engines.items()
             if engine.loaded
         ]
+
+    def health(self) -> list[EngineHealth]:
+        """The state of each model's engine (loaded or not, busy, requests waiting)."""
+        return [engine.health() for engine in self._engines.values()]
 
     async def make_room(self, engine: LlamaCppEngine) -> None:
         """Evict idle models, least recently used first, so ``engine`` fits.

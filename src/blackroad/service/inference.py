@@ -17,7 +17,8 @@ from typing import Any
 from blackroad.engines.base import Chunk, Message, SamplingParams
 from blackroad.engines.llamacpp import LlamaCppEngine
 from blackroad.engines.pool import EnginePool
-from blackroad.errors import InvalidRequest
+from blackroad.errors import Forbidden, InvalidRequest
+from blackroad.identity.types import Principal
 from blackroad.models.catalog import Catalog
 from blackroad.models.types import ModelEntry
 
@@ -51,18 +52,27 @@ class Inference:
         self.catalog = catalog
         self.pool = pool
 
-    async def models(self) -> list[ModelEntry]:
+    async def models(self, caller: Principal) -> list[ModelEntry]:
+        """The models ``caller`` may use."""
         # The catalog stats files and reads GGUF headers: keep it off the event loop.
-        return await asyncio.to_thread(self.catalog.list)
+        entries = await asyncio.to_thread(self.catalog.list)
+        return [entry for entry in entries if caller.may_use(entry.name)]
 
-    async def model(self, name: str) -> ModelEntry:
-        return await asyncio.to_thread(self.catalog.get, name)
+    async def model(self, name: str, caller: Principal) -> ModelEntry:
+        entry = await asyncio.to_thread(self.catalog.get, name)
+        if not caller.may_use(entry.name):
+            raise Forbidden(f"this API key may not use the model '{entry.name}'")
+        return entry
 
     async def engine(
-        self, name: str, n_ctx: int | None = None, n_threads: int | None = None
+        self,
+        name: str,
+        caller: Principal,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
     ) -> LlamaCppEngine:
         """The model's engine, with room made for it among the loaded models."""
-        engine = self.pool.get(await self.model(name), n_ctx, n_threads)
+        engine = self.pool.get(await self.model(name, caller), n_ctx, n_threads)
         await self.pool.make_room(engine)
         return engine
 

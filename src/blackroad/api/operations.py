@@ -1,0 +1,70 @@
+"""Operations endpoints: Prometheus metrics, and health probes for load balancers.
+
+- ``GET /metrics``: the app's ``Metrics`` in the Prometheus text format. When
+  keys are required it needs an admin key: the counts cover every user.
+- ``GET /health/live``: 200 whenever the process serves.
+- ``GET /health/ready``: 200 while at least one model can be served (the
+  catalog lists a model whose file is readable), else 503.
+
+The probes need no key and say nothing beyond model names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import JSONResponse, Response
+
+from blackroad.api.auth import require_scope
+from blackroad.api.state import inference
+from blackroad.identity.types import LOCAL_ADMIN
+from blackroad.models.types import ModelEntry
+from blackroad.usage.metrics import CONTENT_TYPE, Metrics
+
+router = APIRouter(include_in_schema=False)
+
+
+def metrics(request: Request) -> Metrics:
+    value: Metrics = request.app.state.metrics
+    return value
+
+
+@router.get("/metrics", dependencies=[Depends(require_scope("admin"))])
+async def prometheus(request: Request) -> Response:
+    # Generated on the event loop: the engine gauges read the pool, which only
+    # the loop changes, and a scrape of this small registry takes well under 1 ms.
+    return Response(metrics(request).exposition(), media_type=CONTENT_TYPE)
+
+
+@router.api_route("/health/live", methods=["GET", "HEAD"])
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def readable(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError:
+        return False
+    return True
+
+
+def servable(entries: list[ModelEntry]) -> list[str]:
+    """The names of the models whose file can be read now."""
+    return [entry.name for entry in entries if readable(entry.path)]
+
+
+@router.api_route("/health/ready", methods=["GET", "HEAD"])
+async def ready(request: Request) -> JSONResponse:
+    # Readiness is the node's, whatever one caller may use: ask as the local admin.
+    entries = await inference(request).models(LOCAL_ADMIN)
+    models = await asyncio.to_thread(servable, entries)
+    if not models:
+        return JSONResponse(
+            {"status": "not ready", "models": [], "reason": "no model can be served"},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready", "models": models})

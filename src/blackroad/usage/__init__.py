@@ -1,0 +1,1 @@
+"""Usage of this node: what it served, as Prometheus metrics (``metrics.py``)."""
