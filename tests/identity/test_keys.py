@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -54,6 +55,9 @@ def test_a_users_key_works_with_both_official_clients(secured: Server) -> None:
     client = ollama.Client(host=secured.url, headers={"Authorization": f"Bearer {key}"})
     assert client.chat(model=SMOLLM2, messages=HI, options={"num_predict": 2}).done
     assert key not in secured.log.read_text()
+    with sqlite3.connect(secured.home / "blackroad.db") as db:
+        callers = db.execute("SELECT DISTINCT user, key_prefix FROM requests WHERE user = 'alice'")
+        assert callers.fetchall() == [("alice", key[:12])]
 
 
 def test_a_revoked_key_is_refused_on_the_very_next_request(secured: Server) -> None:

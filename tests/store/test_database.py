@@ -19,7 +19,7 @@ def test_opens_in_wal_mode_at_the_newest_named_migration(tmp_path: Path) -> None
     with sqlite3.connect(tmp_path / "blackroad.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = [row[0] for row in db.execute("SELECT version_num FROM alembic_version")]
-    assert versions == ["0002_users_and_api_keys"]
+    assert versions == ["0003_request_caller"]
 
 
 def test_reopening_an_existing_database_keeps_its_rows(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from blackroad.api.recording import request_log
 from blackroad.api.state import directory, settings
 from blackroad.errors import Forbidden, Unauthorized
 from blackroad.identity.keys import bearer_token, same_secret
@@ -40,6 +41,8 @@ async def authenticate(request: Request) -> Principal:
             raise refusal
         principal = LOCAL_ADMIN
     request.state.principal = principal
+    record = request_log(request)
+    record.user, record.key_prefix = principal.user, principal.key_prefix
     return principal
 
 

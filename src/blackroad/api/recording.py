@@ -44,6 +44,8 @@ class RequestLog:
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     model: str | None = None
+    user: str | None = None  # set by authentication (api/auth.py)
+    key_prefix: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_ms: float | None = None
@@ -81,6 +83,8 @@ class RequestLog:
             path=self.path[:256],
             model=self.model,
             client=self.client,
+            user=self.user,
+            key_prefix=self.key_prefix,
             status=self.status,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,

@@ -23,6 +23,8 @@ class RequestRecord(Base):
     path: Mapped[str] = mapped_column(String(256))
     model: Mapped[str | None] = mapped_column(String(256), index=True)
     client: Mapped[str | None] = mapped_column(String(128))
+    user: Mapped[str | None] = mapped_column(String(128), index=True)
+    key_prefix: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[int] = mapped_column(Integer)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
