@@ -39,6 +39,10 @@ class Settings:
     # "auto": keys are required unless bound to loopback with no shared key
     # (then callers run as the local admin, as with Ollama); "on": always.
     auth: str = "auto"
+    # The first admin, created by ``blackroad up`` on an empty home; without a
+    # password given here, one is generated and printed once.
+    admin_user: str = "admin"
+    admin_password: str | None = None
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 8 * 1024 * 1024
     # Requests allowed to wait per model behind the one being served (503 past it).

@@ -29,6 +29,22 @@ def up(
         raise typer.Exit(2)
 
     from blackroad.api.app import create_app
+    from blackroad.identity.directory import Directory
+    from blackroad.store.database import Database
+
+    first = Directory(Database(settings.database_path)).first_admin(
+        settings.admin_user, settings.admin_password
+    )
+    if first is not None:
+        password, key = first
+        shown = "(as given in BLACKROAD_ADMIN_PASSWORD)" if settings.admin_password else password
+        # Shown this once: the database keeps only their hashes.
+        console.print(
+            f"Created the first admin, [bold]{settings.admin_user}[/bold].\n"
+            f"  password: {shown}\n  API key:  {key.secret}\n"
+            "Store both now; they are not shown again.",
+            highlight=False,
+        )
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -73,6 +73,19 @@ class Directory:
             raise InvalidRequest(f"user {name!r} already exists", param="name") from None
         return user
 
+    def first_admin(self, name: str, password: str | None) -> tuple[str, NewKey] | None:
+        """On an empty directory, create the admin ``name`` with a password and a key.
+
+        Returns the password (generated unless given) and the admin key, to be
+        shown once; ``None`` when users exist already.
+        """
+        with self.database.session() as session:
+            if session.scalar(select(User.id).limit(1)) is not None:
+                return None
+        password = password or secrets.token_urlsafe(12)
+        self.add_user(name, "admin", password)
+        return password, self.create_key(name, "first admin", ("inference", "admin"))
+
     def users(self) -> Sequence[User]:
         with self.database.session() as session:
             return session.scalars(select(User).order_by(User.name)).all()
