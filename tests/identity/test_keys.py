@@ -120,3 +120,29 @@ def test_passwords_are_salted_scrypt_and_verify() -> None:
     assert verify_password("correct horse", first)
     assert not verify_password("wrong horse", first)
     assert not verify_password("correct horse", "not-a-hash")
+
+
+def test_usage_is_per_user_and_only_admins_see_everyone(secured: Server) -> None:
+    gina, hank = new_key(secured, "gina"), new_key(secured, "hank")
+    chat(secured, gina)
+    chat(secured, gina)
+    chat(secured, hank)
+
+    def usage(key: str, **params: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"}
+        return httpx.get(f"{secured.url}/api/usage", params=params, headers=headers)
+
+    own = usage(gina).json()["usage"]
+    assert {row["user"] for row in own} == {"gina"}
+    assert sum(row["requests"] for row in own if row["model"] == SMOLLM2) == 2
+    assert all(row["completion_tokens"] >= 1 for row in own)
+    assert usage(gina, user="hank").status_code == 403
+
+    admin = new_key(secured, "root", "--scope", "admin", "--scope", "inference", role="admin")
+    everyone = {row["user"] for row in usage(admin).json()["usage"]}
+    assert {"gina", "hank"} <= everyone
+    assert {row["user"] for row in usage(admin, user="hank").json()["usage"]} == {"hank"}
+
+    table = blackroad("usage", "--user", "gina", home=secured.home)
+    assert table.returncode == 0
+    assert "gina" in table.stdout and "hank" not in table.stdout

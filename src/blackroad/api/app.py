@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
 from blackroad import __version__
-from blackroad.api import ollama, ollama_models, openai, operations
+from blackroad.api import ollama, ollama_models, openai, operations, usage
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ollama.router)
     app.include_router(ollama_models.router)
     app.include_router(operations.router)
+    app.include_router(usage.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:

@@ -7,6 +7,7 @@ from fastapi import Request
 from blackroad.config import Settings
 from blackroad.identity.directory import Directory
 from blackroad.service.inference import Inference
+from blackroad.store.database import Database
 
 
 def settings(request: Request) -> Settings:
@@ -21,4 +22,9 @@ def inference(request: Request) -> Inference:
 
 def directory(request: Request) -> Directory:
     value: Directory = request.app.state.directory
+    return value
+
+
+def database(request: Request) -> Database:
+    value: Database = request.app.state.database
     return value

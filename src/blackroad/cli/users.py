@@ -1,4 +1,4 @@
-"""``blackroad users`` and ``blackroad keys``: people, applications and their API keys.
+"""``blackroad users``, ``keys`` and ``usage``: people, applications, keys and what they used.
 
 They work on this machine's database directly; the server reads the same
 database on every request, so a revoked key is refused on the very next one.
@@ -122,3 +122,23 @@ def revoke_key(prefix: str) -> None:
     """Revoke a key by its prefix; it is refused from the next request on."""
     _run(lambda d: d.revoke_key(prefix))
     console.print(f"revoked {prefix}")
+
+
+def show_usage(
+    days: int = typer.Option(7, min=1, help="How many days back."),
+    user: str | None = typer.Option(None, help="Only this user."),
+) -> None:
+    """Requests, tokens and time per day, user, key and model."""
+    since = datetime.now(UTC) - timedelta(days=days)
+    rows = Database(Settings.from_env().database_path).usage_by_day(since, user)
+    table = Table(box=None, header_style="bold")
+    columns = ("DAY", "USER", "KEY", "MODEL", "REQUESTS", "TOKENS IN", "TOKENS OUT", "BUSY s")
+    for column in columns:
+        table.add_column(column, no_wrap=True, justify="right" if column[0] in "RTB" else "left")
+    for row in rows:
+        table.add_row(
+            row["day"], row["user"] or "-", row["key_prefix"] or "-", row["model"],
+            str(row["requests"]), str(row["prompt_tokens"]), str(row["completion_tokens"]),
+            f"{row['busy_ms'] / 1000:.1f}",
+        )  # fmt: skip
+    console.print(table)

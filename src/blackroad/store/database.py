@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from blackroad.store.schema import AddedModel, RequestRecord
@@ -63,10 +63,30 @@ class Database:
         with self.session() as session, session.begin():
             session.add(record)
 
-    def recent_requests(self, limit: int = 100) -> Sequence[RequestRecord]:
+    def usage_by_day(self, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
+        """Requests, tokens and time per day, user, key and model since ``since``."""
+        r = RequestRecord
+        day = func.date(r.created_at)
+        query = (
+            select(
+                day.label("day"),
+                r.user,
+                r.key_prefix,
+                r.model,
+                func.count().label("requests"),
+                func.sum(r.prompt_tokens).label("prompt_tokens"),
+                func.sum(r.completion_tokens).label("completion_tokens"),
+                func.avg(r.ttft_ms).label("avg_ttft_ms"),
+                func.sum(r.duration_ms).label("busy_ms"),
+            )
+            .where(r.created_at >= since, r.model.is_not(None))
+            .group_by(day, r.user, r.key_prefix, r.model)
+            .order_by(day, r.user, r.model)
+        )
+        if user is not None:
+            query = query.where(r.user == user)
         with self.session() as session:
-            query = select(RequestRecord).order_by(RequestRecord.id.desc()).limit(limit)
-            return session.scalars(query).all()
+            return [dict(row._mapping) for row in session.execute(query)]
 
     # -- added models ------------------------------------------------------
 
