@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -32,3 +33,10 @@ def async_client(server: Server) -> openai.AsyncOpenAI:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    """Raw HTTP on the session server, for what the official clients cannot send."""
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client

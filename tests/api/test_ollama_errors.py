@@ -50,12 +50,6 @@ DROP: Any = object()  # a field value meaning "leave the field out"
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def ol(server: Server) -> Iterator[ollama.Client]:
     with ollama.Client(host=server.url, timeout=120) as client:
         yield client

@@ -35,12 +35,6 @@ JSON = {"content-type": "application/json"}
 DROP: Any = object()  # a field value meaning "leave the field out"
 
 
-@pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
-        yield client
-
-
 @pytest.fixture(autouse=True)
 def still_serving(server: Server, http: httpx.Client) -> Iterator[None]:
     yield

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from prometheus_client.samples import Sample
 
 from blackroad.models.bundled import BUNDLED_DIR, SMOLLM2_FILE
 from tests.conftest import SMOLLM2
-from tests.support.server import BLACKROAD, Server, free_port, running_server, server_env
+from tests.support.server import Server, free_port, running_server, server_env, serving
 
 KEY = "br-test-key-0123456789"
 CHAT = "/v1/chat/completions"
@@ -232,32 +231,8 @@ def environment_without_bundled_models(root: Path) -> Path:
 def serving_with(python: Path, home: Path) -> Iterator[str]:
     """``blackroad up`` run by ``python``; yields its URL once it answers."""
     port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(python), str(BLACKROAD), "up"],
-            env=server_env(home, port),
-            stdout=out,
-            stderr=out,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(["up"], server_env(home, port), port, home / "server.log", python):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_ready_only_while_a_model_can_be_served(tmp_path: Path) -> None:

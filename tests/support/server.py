@@ -52,14 +52,16 @@ def server_env(home: Path, port: int, **settings: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving(
-    args: list[str], env: dict[str, str], port: int, log: Path
+    args: list[str], env: dict[str, str], port: int, log: Path, python: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``blackroad ARGS`` in the background, once ``GET /`` on ``port`` answers 200.
 
+    ``python`` runs the command with another interpreter (another environment).
     Stopped (terminated, killed if it will not stop) when the block ends.
     """
+    command = [str(BLACKROAD), *args] if python is None else [str(python), str(BLACKROAD), *args]
     with log.open("wb") as out:
-        process = subprocess.Popen([str(BLACKROAD), *args], env=env, stdout=out, stderr=out)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 120
         while True:
