@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,32 @@ class Settings:
     # The key this node presents to an HTTP registry: its own setting, so the
     # server's API key is never sent to another machine.
     registry_key: str | None = None
+    # This machine's name in usage records and, later, in the fleet.
+    node_name: str = field(default_factory=socket.gethostname)
+    # Failed key attempts from one client address: past ``lockout_slow_after``
+    # within ``lockout_window`` seconds, each further refusal is delayed; at
+    # ``lockout_attempts`` the address is locked out for ``lockout_seconds``.
+    lockout_slow_after: int = 5
+    lockout_attempts: int = 10
+    lockout_window: int = 300
+    lockout_seconds: int = 900
+    # The energy and cost model (usage/cost.py). The node's power profile:
+    # pi5, minipc, gpu, or auto (pi5 on a Raspberry Pi 5, minipc elsewhere).
+    power_profile: str = "auto"
+    # Wall power in watts when idle and when serving; None: the profile's figure.
+    watts_idle: float | None = None
+    watts_busy: float | None = None
+    # What the node's hardware cost, in ``currency``; None: the profile's figure.
+    hardware_cost: float | None = None
+    # Years over which the hardware is written off.
+    amortisation_years: float = 3.0
+    # Price of 1 kWh in ``currency``: a European household price; set your own.
+    electricity_price: float = 0.30
+    # The label of every amount; the built-in cloud prices are in USD.
+    currency: str = "USD"
+    # A JSON file of cloud prices per 1M tokens, replacing the built-in table:
+    # {"model": {"input": 0.15, "output": 0.60}, ...}, in ``currency``.
+    cloud_prices: str | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -95,6 +122,8 @@ class Settings:
                 continue
             if f.type in ("int", int):
                 values[f.name] = int(raw)
+            elif f.type in ("float", "float | None"):
+                values[f.name] = float(raw)
             elif f.name == "home":
                 values[f.name] = Path(raw).expanduser()
             else:

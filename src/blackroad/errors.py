@@ -9,8 +9,10 @@ place per protocol and never in business code.
     │   └── ContextLengthExceeded
     ├── Unauthorized        401
     ├── Forbidden           403
-    ├── ModelNotFound       404
+    ├── NotFound            404  (a user, group or key)
+    │   └── ModelNotFound
     ├── PayloadTooLarge     413
+    ├── RateLimited         429  (``retry_after`` seconds; a limit, a budget or a lockout)
     ├── ServiceUnavailable  503  (``retry_after`` seconds)
     │   └── QueueFull
     ├── EngineError         500
@@ -54,8 +56,12 @@ class Forbidden(BlackRoadError):
     code = "permission_denied"
 
 
-class ModelNotFound(BlackRoadError):
+class NotFound(BlackRoadError):
     status_code = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str) -> None:
@@ -66,6 +72,20 @@ class ModelNotFound(BlackRoadError):
 class PayloadTooLarge(BlackRoadError):
     status_code = 413
     code = "request_too_large"
+
+
+class RateLimited(BlackRoadError):
+    """A limit was reached. ``kind`` says which, as OpenAI's error ``type`` does."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: int, kind: str = "requests") -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+        self.kind = kind
+        if kind == "insufficient_quota":
+            self.code = "insufficient_quota"
 
 
 class ServiceUnavailable(BlackRoadError):

@@ -77,7 +77,7 @@ def test_expired_keys_and_disabled_users_are_refused(secured: Server) -> None:
         chat(secured, expired)
     key = directory.create_key("carol").secret
     assert chat(secured, key) is not None
-    directory.set_disabled("carol")
+    directory.update_user("carol", disabled=True)
     with pytest.raises(openai.AuthenticationError):
         chat(secured, key)
 

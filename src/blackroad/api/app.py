@@ -14,7 +14,17 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
 from blackroad import __version__
-from blackroad.api import ollama, ollama_models, openai, operations, usage
+from blackroad.api import (
+    account,
+    admin,
+    auth,
+    cost,
+    ollama,
+    ollama_models,
+    openai,
+    operations,
+    usage,
+)
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
@@ -22,6 +32,8 @@ from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
 from blackroad.identity.directory import Directory
+from blackroad.identity.lockout import Lockout
+from blackroad.identity.quotas import Quotas
 from blackroad.models.catalog import Catalog
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
@@ -48,18 +60,36 @@ def create_app(settings: Settings) -> FastAPI:
         await service.close()
         database.close()
 
-    app = FastAPI(title="BlackRoad OS", version=__version__, lifespan=lifespan)
+    # No /docs or /redoc: their pages load scripts from a CDN, and nothing here may.
+    app = FastAPI(
+        title="BlackRoad OS",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.database = database
     app.state.inference = service
     app.state.metrics = metrics
     app.state.directory = Directory(database)
+    app.state.quotas = Quotas(database.tokens_since)
+    app.state.lockout = Lockout(
+        settings.lockout_slow_after,
+        settings.lockout_attempts,
+        settings.lockout_window,
+        settings.lockout_seconds,
+    )
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(ollama.router)
     app.include_router(ollama_models.router)
     app.include_router(operations.router)
     app.include_router(usage.router)
+    app.include_router(cost.router)
+    app.include_router(auth.router)
+    app.include_router(account.router)
+    app.include_router(admin.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:
@@ -70,5 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, unlimited=("/api/blobs/",)
     )
-    app.add_middleware(RecordingMiddleware, database=database, metrics=metrics)
+    app.add_middleware(
+        RecordingMiddleware, database=database, metrics=metrics, node=settings.node_name
+    )
     return app

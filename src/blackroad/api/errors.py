@@ -26,6 +26,7 @@ from blackroad.errors import (
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
+    RateLimited,
     ServiceUnavailable,
 )
 
@@ -34,10 +35,10 @@ log = logging.getLogger(__name__)
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
+    403: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
-    429: "rate_limit_exceeded",
 }
 
 
@@ -46,10 +47,14 @@ def is_openai_path(path: str) -> bool:
 
 
 def openai_error_body(exc: BlackRoadError) -> dict[str, Any]:
+    if isinstance(exc, RateLimited):
+        kind = exc.kind  # OpenAI's types for 429: "requests", "tokens", "insufficient_quota"
+    else:
+        kind = _OPENAI_TYPES.get(exc.status_code, "server_error")
     return {
         "error": {
             "message": exc.message,
-            "type": _OPENAI_TYPES.get(exc.status_code, "server_error"),
+            "type": kind,
             "param": getattr(exc, "param", None),
             "code": exc.code,
         }
@@ -64,7 +69,7 @@ def error_response(path: str, exc: BlackRoadError) -> Response:
     else:
         body = {"error": exc.message}
     headers = {}
-    if isinstance(exc, ServiceUnavailable):
+    if isinstance(exc, ServiceUnavailable | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"

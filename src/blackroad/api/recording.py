@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from blackroad.identity.quotas import Admission
 from blackroad.store.database import Database
 from blackroad.store.schema import RequestRecord
 from blackroad.usage.metrics import Metrics
@@ -46,6 +47,8 @@ class RequestLog:
     model: str | None = None
     user: str | None = None  # set by authentication (api/auth.py)
     key_prefix: str | None = None
+    node: str | None = None  # the node that served the request
+    admission: Admission | None = None  # the caller's limits, freed on commit (api/auth.py)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_ms: float | None = None
@@ -66,6 +69,8 @@ class RequestLog:
             return
         self.committed = True
         duration = time.perf_counter() - self.started
+        if self.admission is not None:
+            self.admission.finish(self.prompt_tokens + self.completion_tokens)
         route = self.scope.get("route")
         self.metrics.observe(
             path=self.path,
@@ -85,6 +90,7 @@ class RequestLog:
             client=self.client,
             user=self.user,
             key_prefix=self.key_prefix,
+            node=self.node,
             status=self.status,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
@@ -101,10 +107,11 @@ def request_log(request: Request) -> RequestLog:
 
 
 class RecordingMiddleware:
-    def __init__(self, app: ASGIApp, database: Database, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, database: Database, metrics: Metrics, node: str) -> None:
         self.app = app
         self.database = database
         self.metrics = metrics
+        self.node = node  # one node serves every request until the fleet routes them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,6 +125,7 @@ class RecordingMiddleware:
             path=scope["path"],
             client=f"{client[0]}:{client[1]}" if client else None,
             scope=scope,
+            node=self.node,
         )
         scope.setdefault("state", {})["request_log"] = log
         finished = False

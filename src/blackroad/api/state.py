@@ -6,6 +6,8 @@ from fastapi import Request
 
 from blackroad.config import Settings
 from blackroad.identity.directory import Directory
+from blackroad.identity.lockout import Lockout
+from blackroad.identity.quotas import Quotas
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
 
@@ -27,4 +29,14 @@ def directory(request: Request) -> Directory:
 
 def database(request: Request) -> Database:
     value: Database = request.app.state.database
+    return value
+
+
+def quotas(request: Request) -> Quotas:
+    value: Quotas = request.app.state.quotas
+    return value
+
+
+def lockout(request: Request) -> Lockout:
+    value: Lockout = request.app.state.lockout
     return value

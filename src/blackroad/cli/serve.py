@@ -19,22 +19,26 @@ def up(
 ) -> None:
     """Start the server (OpenAI API at /v1) with the models of this machine."""
     settings = Settings.from_env().with_overrides(host=host, port=port)
-    if not settings.is_loopback and not settings.api_key:
-        console.print(
-            f"[red]Refusing to listen on {settings.host}: every non-loopback address needs an "
-            "API key.[/red]\nSet one with [bold]BLACKROAD_API_KEY=<a long random secret>[/bold] "
-            "(for example: export BLACKROAD_API_KEY=$(python3 -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))')), or bind 127.0.0.1."
-        )
-        raise typer.Exit(2)
 
     from blackroad.api.app import create_app
     from blackroad.identity.directory import Directory
     from blackroad.store.database import Database
 
-    first = Directory(Database(settings.database_path)).first_admin(
-        settings.admin_user, settings.admin_password
-    )
+    directory = Directory(Database(settings.database_path))
+    if not settings.is_loopback and not settings.api_key and not directory.has_usable_key():
+        # Checked before the first admin is made: a key printed to a console
+        # nobody may be reading is no reason to open the port to the network.
+        console.print(
+            f"[red]Refusing to listen on {settings.host}: a non-loopback address needs an API "
+            "key, and there is none.[/red]\nCreate a user's key first (blackroad users add NAME "
+            "--role admin; blackroad keys create NAME --scope admin --scope inference), or set "
+            "a shared key with [bold]BLACKROAD_API_KEY=<a long random secret>[/bold] (for "
+            "example: export BLACKROAD_API_KEY=$(python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')), or bind 127.0.0.1."
+        )
+        raise typer.Exit(2)
+    first = directory.first_admin(settings.admin_user, settings.admin_password)
+    directory.database.close()
     if first is not None:
         password, key = first
         shown = "(as given in BLACKROAD_ADMIN_PASSWORD)" if settings.admin_password else password

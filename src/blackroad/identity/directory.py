@@ -1,9 +1,14 @@
-"""Users and API keys: creating them, and finding who a presented key belongs to.
+"""Users, groups and API keys: creating them, and finding who a presented key belongs to.
 
 A key is ``br-`` plus 32 random bytes (base64url). Only its SHA-256 is kept
 (a key has 256 bits of entropy, so a slow hash adds nothing) together with
 its first 12 characters, the prefix people see in listings and logs. Lookup
 is by prefix, then a constant-time comparison of hashes.
+
+Groups give their members access to models. A user in no group may use
+every model; a user in groups may use the models of any of them (a group
+without a model list gives every model); admins may use every model. A key's
+own model list narrows that further.
 """
 
 from __future__ import annotations
@@ -12,19 +17,20 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from blackroad.errors import InvalidRequest, Unauthorized
+from blackroad.errors import InvalidRequest, NotFound, Unauthorized
 from blackroad.identity.keys import same_secret
-from blackroad.identity.passwords import hash_password
-from blackroad.identity.types import SCOPES, Principal, Role, Scope
+from blackroad.identity.passwords import hash_password, verify_password
+from blackroad.identity.types import SCOPES, Limits, Principal, Role, Scope
 from blackroad.models import names
 from blackroad.store.database import Database
-from blackroad.store.schema import ApiKey, User
+from blackroad.store.schema import ApiKey, Group, GroupMember, LimitColumns, User
 
 KEY_PREFIX_LENGTH = 12
 
@@ -41,6 +47,34 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def model_patterns(models: Sequence[str]) -> list[str]:
+    """Model names normalized (``name`` -> ``name:latest``); ``fnmatch`` patterns kept as given."""
+    patterns = set()
+    for model in models:
+        wildcard = any(c in model for c in "*?[")
+        patterns.add(model.strip().lower() if wildcard else names.normalize(model))
+    return sorted(patterns)
+
+
+def limits_of(row: LimitColumns) -> Limits:
+    return Limits(**{name: getattr(row, name) for name in Limits.names()})
+
+
+def _apply_limits(row: LimitColumns, changes: dict[str, int | None]) -> None:
+    for name, value in changes.items():
+        if name not in Limits.names():
+            raise InvalidRequest(f"unknown limit {name!r}", param=name)
+        if value is not None and value < 0:
+            raise InvalidRequest(f"{name} must be at least 0", param=name)
+        setattr(row, name, value)
+
+
+@cache
+def _unknown_user_hash() -> str:
+    """Checked when a name has no password, so timing does not tell which names exist."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were stored as UTC."""
     if moment is None or moment.tzinfo is not None:
@@ -54,7 +88,14 @@ class Directory:
 
     # -- users -------------------------------------------------------------
 
-    def add_user(self, name: str, role: Role = "user", password: str | None = None) -> User:
+    def add_user(
+        self,
+        name: str,
+        role: Role = "user",
+        password: str | None = None,
+        limits: dict[str, int | None] | None = None,
+        groups: Sequence[str] = (),
+    ) -> User:
         if role not in ("admin", "user"):
             raise InvalidRequest(f"role must be admin or user, not {role!r}", param="role")
         if not name.strip():
@@ -66,9 +107,15 @@ class Directory:
             disabled=False,
             created_at=datetime.now(UTC),
         )
+        _apply_limits(user, limits or {})
         try:
             with self.database.session() as session, session.begin():
                 session.add(user)
+                session.flush()
+                for group in groups:
+                    session.merge(
+                        GroupMember(group_id=self._group(session, group).id, user_id=user.id)
+                    )
         except IntegrityError:
             raise InvalidRequest(f"user {name!r} already exists", param="name") from None
         return user
@@ -94,12 +141,110 @@ class Directory:
     def _user(session: Session, name: str) -> User:
         user = session.scalar(select(User).where(User.name == name))
         if user is None:
-            raise InvalidRequest(f"no user named {name!r}", param="user")
+            raise NotFound(f"no user named {name!r}")
         return user
 
-    def set_disabled(self, name: str, disabled: bool = True) -> None:
+    def user(self, name: str) -> User:
+        with self.database.session() as session:
+            return self._user(session, name)
+
+    def update_user(
+        self,
+        name: str,
+        role: Role | None = None,
+        password: str | None = None,
+        disabled: bool | None = None,
+        limits: dict[str, int | None] | None = None,
+    ) -> None:
+        """Change what is given; ``limits`` maps limit names to a value or ``None`` (no limit)."""
+        if role is not None and role not in ("admin", "user"):
+            raise InvalidRequest(f"role must be admin or user, not {role!r}", param="role")
         with self.database.session() as session, session.begin():
-            self._user(session, name).disabled = disabled
+            user = self._user(session, name)
+            if role is not None:
+                user.role = role
+            if password is not None:
+                user.password_hash = hash_password(password)
+            if disabled is not None:
+                user.disabled = disabled
+            _apply_limits(user, limits or {})
+
+    # -- groups ------------------------------------------------------------
+
+    def add_group(
+        self, name: str, models: Sequence[str] | None = None, members: Sequence[str] = ()
+    ) -> None:
+        if not name.strip():
+            raise InvalidRequest("a group needs a name", param="name")
+        group = Group(
+            name=name.strip(),
+            models=None if models is None else model_patterns(models),
+            created_at=datetime.now(UTC),
+        )
+        try:
+            with self.database.session() as session, session.begin():
+                session.add(group)
+                session.flush()
+                for member in members:
+                    session.merge(
+                        GroupMember(group_id=group.id, user_id=self._user(session, member).id)
+                    )
+        except IntegrityError:
+            raise InvalidRequest(f"group {name!r} already exists", param="name") from None
+
+    @staticmethod
+    def _group(session: Session, name: str) -> Group:
+        group = session.scalar(select(Group).where(Group.name == name))
+        if group is None:
+            raise NotFound(f"no group named {name!r}")
+        return group
+
+    def groups(self) -> list[tuple[Group, list[str]]]:
+        """Every group with the names of its members."""
+        with self.database.session() as session:
+            members: dict[int, list[str]] = {}
+            query = select(GroupMember.group_id, User.name).join(User).order_by(User.name)
+            for group_id, user in session.execute(query):
+                members.setdefault(group_id, []).append(user)
+            groups = session.scalars(select(Group).order_by(Group.name)).all()
+            return [(group, members.get(group.id, [])) for group in groups]
+
+    def set_group_models(self, name: str, models: Sequence[str] | None) -> None:
+        """The models a group gives access to; ``None``: every model."""
+        with self.database.session() as session, session.begin():
+            self._group(session, name).models = None if models is None else model_patterns(models)
+
+    def change_members(
+        self, name: str, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> None:
+        with self.database.session() as session, session.begin():
+            group = self._group(session, name)
+            for member in add:
+                session.merge(
+                    GroupMember(group_id=group.id, user_id=self._user(session, member).id)
+                )
+            for member in remove:
+                user = self._user(session, member)
+                session.execute(
+                    delete(GroupMember).where(
+                        GroupMember.group_id == group.id, GroupMember.user_id == user.id
+                    )
+                )
+
+    def delete_group(self, name: str) -> None:
+        with self.database.session() as session, session.begin():
+            session.delete(self._group(session, name))
+
+    def groups_of(self, name: str) -> list[str]:
+        with self.database.session() as session:
+            query = (
+                select(Group.name)
+                .join(GroupMember, GroupMember.group_id == Group.id)
+                .join(User, User.id == GroupMember.user_id)
+                .where(User.name == name)
+                .order_by(Group.name)
+            )
+            return list(session.scalars(query))
 
     # -- keys --------------------------------------------------------------
 
@@ -110,31 +255,38 @@ class Directory:
         scopes: Sequence[Scope] = ("inference",),
         models: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        limits: dict[str, int | None] | None = None,
     ) -> NewKey:
         unknown = set(scopes) - set(SCOPES)
         if unknown or not scopes:
             raise InvalidRequest(f"scopes must be among {', '.join(SCOPES)}", param="scopes")
-        allowed = None if models is None else sorted({names.normalize(m) for m in models})
+        allowed = None if models is None else model_patterns(models)
         secret = f"br-{secrets.token_urlsafe(32)}"
         prefix = secret[:KEY_PREFIX_LENGTH]
         with self.database.session() as session, session.begin():
             owner = self._user(session, user)
             if "admin" in scopes and owner.role != "admin":
                 raise InvalidRequest("only an admin's key can have the admin scope", "scopes")
-            session.add(
-                ApiKey(
-                    user_id=owner.id,
-                    name=name,
-                    prefix=prefix,
-                    secret_hash=_hash(secret),
-                    scopes=list(scopes),
-                    models=allowed,
-                    expires_at=expires_at,
-                    revoked_at=None,
-                    created_at=datetime.now(UTC),
-                )
+            key = ApiKey(
+                user_id=owner.id,
+                name=name,
+                prefix=prefix,
+                secret_hash=_hash(secret),
+                scopes=list(scopes),
+                models=allowed,
+                expires_at=expires_at,
+                revoked_at=None,
+                created_at=datetime.now(UTC),
             )
+            _apply_limits(key, limits or {})
+            session.add(key)
         return NewKey(secret, prefix)
+
+    def key(self, prefix: str, owner: str | None = None) -> tuple[ApiKey, str]:
+        """A key and its owner's name; with ``owner``, only if the key is that user's."""
+        with self.database.session() as session:
+            key = self._key(session, prefix, owner)
+            return key, session.get_one(User, key.user_id).name
 
     def keys(self, user: str | None = None) -> list[tuple[ApiKey, str]]:
         """Keys with their owner's name, newest first."""
@@ -144,12 +296,46 @@ class Directory:
                 query = query.where(User.name == user)
             return [(key, owner) for key, owner in session.execute(query).all()]
 
-    def revoke_key(self, prefix: str) -> None:
+    @staticmethod
+    def _key(session: Session, prefix: str, owner: str | None) -> ApiKey:
+        query = select(ApiKey).where(ApiKey.prefix == prefix)
+        if owner is not None:
+            query = query.join(User).where(User.name == owner)
+        key = session.scalar(query)
+        if key is None:
+            raise NotFound(f"no key with prefix {prefix!r}")
+        return key
+
+    def revoke_key(self, prefix: str, owner: str | None = None) -> None:
+        """Revoke a key; with ``owner``, only if it is one of that user's keys."""
         with self.database.session() as session, session.begin():
-            key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-            if key is None:
-                raise InvalidRequest(f"no key with prefix {prefix!r}", param="prefix")
+            key = self._key(session, prefix, owner)
             key.revoked_at = key.revoked_at or datetime.now(UTC)
+
+    def set_key_limits(self, prefix: str, limits: dict[str, int | None]) -> None:
+        with self.database.session() as session, session.begin():
+            _apply_limits(self._key(session, prefix, None), limits)
+
+    def has_usable_key(self) -> bool:
+        """Whether any key could be accepted now (not revoked or expired, its user enabled)."""
+        now = datetime.now(UTC)
+        with self.database.session() as session:
+            query = (
+                select(ApiKey.expires_at)
+                .join(User)
+                .where(ApiKey.revoked_at.is_(None), User.disabled.is_(False))
+            )
+            return any((expiry := _utc(e)) is None or expiry > now for e in session.scalars(query))
+
+    def log_in(self, name: str, password: str, lifetime: timedelta) -> NewKey:
+        """A session key for a user's name and password, expiring after ``lifetime``."""
+        with self.database.session() as session:
+            user = session.scalar(select(User).where(User.name == name))
+        stored = user.password_hash if user is not None and not user.disabled else None
+        if not verify_password(password, stored or _unknown_user_hash()) or user is None:
+            raise Unauthorized("Incorrect user name or password.")
+        scopes: tuple[Scope, ...] = SCOPES if user.role == "admin" else ("inference",)
+        return self.create_key(name, "session", scopes, expires_at=datetime.now(UTC) + lifetime)
 
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented key stands for; Unauthorized if it stands for none."""
@@ -160,9 +346,14 @@ class Directory:
             row = session.execute(
                 select(ApiKey, User).join(User).where(ApiKey.prefix == secret[:KEY_PREFIX_LENGTH])
             ).first()
-        if row is None:
-            raise refused
-        key, user = row
+            if row is None:
+                raise refused
+            key, user = row
+            group_models = session.scalars(
+                select(Group.models)
+                .join(GroupMember, GroupMember.group_id == Group.id)
+                .where(GroupMember.user_id == user.id)
+            ).all()
         if not same_secret(_hash(secret), key.secret_hash):
             raise refused
         now = datetime.now(UTC)
@@ -171,10 +362,17 @@ class Directory:
             raise Unauthorized("This API key has been revoked.")
         if expires_at is not None and expires_at <= now:
             raise Unauthorized("This API key has expired.")
+        allowlists = []
+        if key.models is not None:
+            allowlists.append(frozenset(key.models))
+        if user.role != "admin" and group_models and None not in group_models:
+            allowlists.append(frozenset(m for models in group_models for m in models or ()))
         return Principal(
             user=user.name,
             role="admin" if user.role == "admin" else "user",
             scopes=frozenset(s for s in SCOPES if s in key.scopes),
             key_prefix=key.prefix,
-            models=None if key.models is None else frozenset(key.models),
+            allowlists=tuple(allowlists),
+            user_limits=limits_of(user),
+            key_limits=limits_of(key),
         )

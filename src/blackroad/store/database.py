@@ -64,7 +64,7 @@ class Database:
             session.add(record)
 
     def usage_by_day(self, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
-        """Requests, tokens and time per day, user, key and model since ``since``."""
+        """Requests, tokens and time per day, user, key, model and node since ``since``."""
         r = RequestRecord
         day = func.date(r.created_at)
         query = (
@@ -73,20 +73,91 @@ class Database:
                 r.user,
                 r.key_prefix,
                 r.model,
+                r.node,
                 func.count().label("requests"),
                 func.sum(r.prompt_tokens).label("prompt_tokens"),
                 func.sum(r.completion_tokens).label("completion_tokens"),
                 func.avg(r.ttft_ms).label("avg_ttft_ms"),
+                func.avg(r.duration_ms).label("avg_duration_ms"),
                 func.sum(r.duration_ms).label("busy_ms"),
             )
             .where(r.created_at >= since, r.model.is_not(None))
-            .group_by(day, r.user, r.key_prefix, r.model)
-            .order_by(day, r.user, r.model)
+            .group_by(day, r.user, r.key_prefix, r.model, r.node)
+            .order_by(day, r.user, r.model, r.node)
         )
         if user is not None:
             query = query.where(r.user == user)
         with self.session() as session:
             return [dict(row._mapping) for row in session.execute(query)]
+
+    def tokens_since(self, user: str | None, key_prefix: str | None, since: datetime) -> int:
+        """Tokens in and out recorded since ``since`` for a user, or for a key."""
+        r = RequestRecord
+        query = select(func.coalesce(func.sum(r.prompt_tokens + r.completion_tokens), 0)).where(
+            r.created_at >= since
+        )
+        query = (
+            query.where(r.user == user)
+            if user is not None
+            else query.where(r.key_prefix == key_prefix)
+        )
+        with self.session() as session:
+            return int(session.scalar(query) or 0)
+
+    def usage_by_node(self, since: datetime, local_node: str) -> list[dict[str, Any]]:
+        """Inference requests, tokens and busy seconds since ``since``, per node.
+
+        Busy time is the union of the requests' intervals (``created_at`` to
+        ``created_at + duration_ms``), not the sum of their durations:
+        requests overlap (one waits in a model's queue while another runs,
+        two models run at once), and a sum would count the same seconds, and
+        so the same watts, more than once. ``first_at`` is the node's first
+        record of any kind, ever: it has been running at least since then.
+        Nodes with any record since ``since`` are listed; records written
+        before requests named their node count as ``local_node``.
+        """
+        r = RequestRecord
+        node = func.coalesce(r.node, local_node)
+        nodes = (
+            select(node, func.min(r.created_at))
+            .group_by(node)
+            .having(func.max(r.created_at) >= since)
+        )
+        intervals = (
+            select(node, r.created_at, r.duration_ms, r.prompt_tokens, r.completion_tokens)
+            .where(r.created_at >= since, r.model.is_not(None))
+            .order_by(node, r.created_at)
+        )
+        with self.session() as session:
+            usage: dict[str, dict[str, Any]] = {
+                name: {
+                    "node": name,
+                    "requests": 0,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "busy_seconds": 0.0,
+                    "first_at": first.replace(tzinfo=UTC),  # SQLite keeps UTC, without the zone
+                }
+                for name, first in session.execute(nodes)
+            }
+            busy_from = busy_to = 0.0  # the merged interval being built, in epoch seconds
+            current = None
+            for name, created_at, duration_ms, prompt, completion in session.execute(intervals):
+                row = usage[name]
+                row["requests"] += 1
+                row["prompt_tokens"] += prompt
+                row["completion_tokens"] += completion
+                start = created_at.replace(tzinfo=UTC).timestamp()
+                end = start + duration_ms / 1000
+                if name != current or start > busy_to:
+                    if current is not None:
+                        usage[current]["busy_seconds"] += busy_to - busy_from
+                    current, busy_from, busy_to = name, start, end
+                else:
+                    busy_to = max(busy_to, end)
+            if current is not None:
+                usage[current]["busy_seconds"] += busy_to - busy_from
+        return list(usage.values())
 
     # -- added models ------------------------------------------------------
 

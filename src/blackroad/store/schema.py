@@ -12,6 +12,16 @@ class Base(DeclarativeBase):
     pass
 
 
+class LimitColumns:
+    """Limits a user or a key is held to; ``None`` is no limit."""
+
+    rpm: Mapped[int | None] = mapped_column(Integer)  # requests per minute
+    tpm: Mapped[int | None] = mapped_column(Integer)  # tokens per minute
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    daily_tokens: Mapped[int | None] = mapped_column(Integer)  # per UTC day
+    monthly_tokens: Mapped[int | None] = mapped_column(Integer)  # per UTC calendar month
+
+
 class RequestRecord(Base):
     """One API request, written before its response ends."""
 
@@ -25,6 +35,7 @@ class RequestRecord(Base):
     client: Mapped[str | None] = mapped_column(String(128))
     user: Mapped[str | None] = mapped_column(String(128), index=True)
     key_prefix: Mapped[str | None] = mapped_column(String(32))
+    node: Mapped[str | None] = mapped_column(String(128), index=True)
     status: Mapped[int] = mapped_column(Integer)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -43,7 +54,7 @@ class AddedModel(Base):
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class User(Base):
+class User(LimitColumns, Base):
     """A person or an application, with a role (``admin`` or ``user``)."""
 
     __tablename__ = "users"
@@ -56,7 +67,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class ApiKey(Base):
+class ApiKey(LimitColumns, Base):
     """An API key: only its hash is kept; its prefix identifies it to people."""
 
     __tablename__ = "api_keys"
@@ -71,3 +82,25 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Group(Base):
+    """A set of users sharing access to models (``None``: every model)."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    models: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

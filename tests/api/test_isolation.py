@@ -1,0 +1,284 @@
+"""The isolation matrix: for every route the app has, user B cannot read or change user A's things.
+
+The routes are enumerated from the application itself (every ``APIRouter``
+of ``blackroad.api`` and the app's own routes), so a route added without an
+entry in ``PROBES`` fails ``test_every_route_has_a_probe``, and an entry
+that claims a check the route does not make fails its probe. Each probe says
+what the route is:
+
+- ``public``: answers anyone, and holds nothing of anyone's;
+- ``admin``: B's own key (inference scope) is refused with 403;
+- ``caller``: answers B about B only, checked by the probe's ``check``;
+- ``credentials``: takes a name and password instead of a key, and refuses
+  B's attempt at A's with 401 whatever key B sends.
+
+Every non-public route also refuses a request without a key (401), and no
+answer to B contains A's name or key prefix. At the end, A's account, keys
+and groups are exactly as they were, and A's key still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from starlette.routing import Route
+
+import blackroad.api as api_package
+from blackroad.api.app import create_app
+from blackroad.config import Settings
+from tests.conftest import SMOLLM2
+from tests.support.server import Server, blackroad, running_server
+
+ALICE, BOB = "alice-7f3a", "bob-91c2"
+GROUP = "team-of-alice"
+BLOB = "sha256:" + "0" * 64
+Check = Callable[[httpx.Response, "World"], None]
+
+
+@dataclass(frozen=True)
+class World:
+    server: Server
+    root: str  # an admin's key
+    alice: str
+    bob: str
+
+    @property
+    def alice_prefix(self) -> str:
+        return self.alice[:12]
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: Literal["public", "admin", "caller", "credentials"]
+    path: str | None = None  # the path to call, when the template has parameters
+    body: dict[str, Any] | None = None
+    check: Check | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # query parameters
+
+
+def _ok(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 200, response.text
+
+
+def _me(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 200 and response.json()["user"] == BOB
+
+
+def _own_keys(response: httpx.Response, world: World) -> None:
+    assert response.status_code == 200
+    keys = response.json()["keys"]
+    assert keys and {k["user"] for k in keys} == {BOB}
+
+
+def _new_own_key(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 201 and response.json()["user"] == BOB
+
+
+def _not_found(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 404, response.text
+
+
+def _own_usage(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 200
+    assert response.json()["user"] == BOB
+    assert {row["user"] for row in response.json()["usage"]} <= {BOB}
+
+
+CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+OLLAMA = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 1}}
+PROBES: dict[tuple[str, str], Probe] = {
+    ("GET", "/"): Probe("public"),
+    ("HEAD", "/"): Probe("public"),
+    ("GET", "/health/live"): Probe("public"),
+    ("HEAD", "/health/live"): Probe("public"),
+    ("GET", "/health/ready"): Probe("public"),
+    ("HEAD", "/health/ready"): Probe("public"),
+    ("GET", "/openapi.json"): Probe("public"),
+    ("HEAD", "/openapi.json"): Probe("public"),
+    # Shared by everyone who may infer: models and inference. B gets answers, never A's data.
+    ("GET", "/v1/models"): Probe("caller", check=_ok),
+    ("GET", "/v1/models/{model_id:path}"): Probe("caller", f"/v1/models/{SMOLLM2}", check=_ok),
+    ("POST", "/v1/chat/completions"): Probe("caller", body=CHAT, check=_ok),
+    ("POST", "/v1/completions"): Probe(
+        "caller", body={"model": SMOLLM2, "prompt": "Hi", "max_tokens": 1}, check=_ok
+    ),
+    ("POST", "/v1/embeddings"): Probe("caller", body={"model": SMOLLM2, "input": "Hi"}, check=_ok),
+    ("GET", "/api/version"): Probe("caller", check=_ok),
+    ("GET", "/api/tags"): Probe("caller", check=_ok),
+    ("GET", "/api/ps"): Probe("caller", check=_ok),
+    ("POST", "/api/show"): Probe("caller", body={"model": SMOLLM2}, check=_ok),
+    ("POST", "/api/generate"): Probe("caller", body={**OLLAMA, "prompt": "Hi"}, check=_ok),
+    ("POST", "/api/chat"): Probe(
+        "caller", body={**OLLAMA, "messages": CHAT["messages"]}, check=_ok
+    ),
+    ("POST", "/api/embed"): Probe("caller", body={"model": SMOLLM2, "input": "Hi"}, check=_ok),
+    ("POST", "/api/embeddings"): Probe(
+        "caller", body={"model": SMOLLM2, "prompt": "Hi"}, check=_ok
+    ),
+    ("POST", "/api/login"): Probe(
+        "credentials", body={"name": ALICE, "password": "not-alices-password"}
+    ),
+    # The caller's own things.
+    ("GET", "/api/me"): Probe("caller", check=_me),
+    ("GET", "/api/keys"): Probe("caller", check=_own_keys),
+    ("POST", "/api/keys"): Probe("caller", body={"name": "second"}, check=_new_own_key),
+    ("DELETE", "/api/keys/{prefix}"): Probe("caller", "/api/keys/{alice_prefix}", check=_not_found),
+    ("GET", "/api/usage"): Probe("caller", check=_own_usage),
+    # Admin only.
+    ("GET", "/metrics"): Probe("admin"),
+    ("GET", "/api/usage/cost"): Probe("admin"),
+    ("POST", "/api/create"): Probe("admin", body={"model": "x", "from": SMOLLM2}),
+    ("POST", "/api/copy"): Probe("admin", body={"source": SMOLLM2, "destination": "x"}),
+    ("DELETE", "/api/delete"): Probe("admin", body={"model": SMOLLM2}),
+    ("HEAD", "/api/blobs/{digest}"): Probe("admin", f"/api/blobs/{BLOB}"),
+    ("POST", "/api/blobs/{digest}"): Probe("admin", f"/api/blobs/{BLOB}"),
+    ("POST", "/api/pull"): Probe("admin", body={"model": SMOLLM2}),
+    ("POST", "/api/push"): Probe("admin", body={"model": SMOLLM2}),
+    ("GET", "/api/admin/users"): Probe("admin"),
+    ("POST", "/api/admin/users"): Probe("admin", body={"name": "mallory"}),
+    ("GET", "/api/admin/users/{name}"): Probe("admin", f"/api/admin/users/{ALICE}"),
+    ("PATCH", "/api/admin/users/{name}"): Probe(
+        "admin", f"/api/admin/users/{ALICE}", body={"disabled": True}
+    ),
+    ("GET", "/api/admin/keys"): Probe("admin", extra={"user": ALICE}),
+    ("POST", "/api/admin/keys"): Probe("admin", body={"user": ALICE, "scopes": ["inference"]}),
+    ("PATCH", "/api/admin/keys/{prefix}"): Probe(
+        "admin", "/api/admin/keys/{alice_prefix}", body={"limits": {"rpm": 0}}
+    ),
+    ("DELETE", "/api/admin/keys/{prefix}"): Probe("admin", "/api/admin/keys/{alice_prefix}"),
+    ("GET", "/api/admin/groups"): Probe("admin"),
+    ("POST", "/api/admin/groups"): Probe("admin", body={"name": "b-team", "members": [ALICE]}),
+    ("PATCH", "/api/admin/groups/{name}"): Probe(
+        "admin", f"/api/admin/groups/{GROUP}", body={"remove": [ALICE]}
+    ),
+    ("DELETE", "/api/admin/groups/{name}"): Probe("admin", f"/api/admin/groups/{GROUP}"),
+}
+
+
+def app_routes(home: Path) -> set[tuple[str, str]]:
+    """(method, path template) of every route: the app's own, and each API router's."""
+    app = create_app(Settings(home=home))
+    found = {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+    }
+    for module in pkgutil.iter_modules(api_package.__path__):
+        router = getattr(importlib.import_module(f"blackroad.api.{module.name}"), "router", None)
+        if isinstance(router, APIRouter):
+            found |= {
+                (method, route.path)
+                for route in router.routes
+                if isinstance(route, Route)
+                for method in route.methods or ()
+            }
+    return found
+
+
+def test_every_route_has_a_probe(tmp_path: Path) -> None:
+    routes = app_routes(tmp_path)
+    assert routes - PROBES.keys() == set(), "routes without an isolation probe"
+    assert PROBES.keys() - routes == set(), "probes of routes that no longer exist"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("isolation")
+    with running_server(home, auth="on") as server:
+
+        def key(user: str, *options: str) -> str:
+            created = blackroad("keys", "create", user, *options, home=home)
+            assert created.returncode == 0, created.stderr
+            return created.stdout.strip().splitlines()[-1]
+
+        for user, role in (("root", "admin"), (ALICE, "user"), (BOB, "user")):
+            assert blackroad("users", "add", user, "--role", role, home=home).returncode == 0
+        assert blackroad("groups", "add", GROUP, "--member", ALICE, home=home).returncode == 0
+        found = World(
+            server, key("root", "--scope", "admin", "--scope", "inference"), key(ALICE), key(BOB)
+        )
+        # A has used the server, so she has usage to hide.
+        alice = httpx.post(
+            f"{server.v1}/chat/completions", json=CHAT, headers=_auth(found.alice), timeout=120
+        )
+        assert alice.status_code == 200
+        yield found
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _call(world: World, method: str, path: str, probe: Probe, key: str | None) -> httpx.Response:
+    url = (probe.path or path).format(alice_prefix=world.alice_prefix)
+    return httpx.request(
+        method,
+        world.server.url + url,
+        json=probe.body if probe.body is not None or method in ("GET", "HEAD") else {},
+        params=probe.extra,
+        headers=_auth(key) if key else {},
+        timeout=120,
+    )
+
+
+def _snapshot(world: World) -> tuple[Any, ...]:
+    admin = _auth(world.root)
+    url = world.server.url
+    user = httpx.get(f"{url}/api/admin/users/{ALICE}", headers=admin).json()
+    keys = httpx.get(f"{url}/api/admin/keys", params={"user": ALICE}, headers=admin).json()
+    groups = httpx.get(f"{url}/api/admin/groups", headers=admin).json()
+    return user, keys, groups
+
+
+ORDERED = sorted(PROBES.items(), key=lambda item: item[1].kind != "caller")
+
+
+@pytest.mark.parametrize(("route", "probe"), ORDERED, ids=[f"{m} {p}" for (m, p), _ in ORDERED])
+def test_b_cannot_reach_what_is_a_s(
+    world: World, route: tuple[str, str], probe: Probe, snapshot: tuple[Any, ...]
+) -> None:
+    method, path = route
+    anonymous = _call(world, method, path, probe, None)
+    if probe.kind == "public":
+        assert anonymous.status_code == 200
+    elif probe.kind != "credentials":
+        assert anonymous.status_code == 401, f"{method} {path} answers without a key"
+    answer = _call(world, method, path, probe, world.bob)
+    if probe.kind == "admin":
+        assert answer.status_code == 403, f"{method} {path} lets a user do an admin's work"
+    elif probe.kind == "credentials":
+        assert anonymous.status_code == answer.status_code == 401
+    elif probe.check is not None:
+        probe.check(answer, world)
+    sent = str(answer.request.url) + answer.request.content.decode()
+    for secret in (ALICE, world.alice_prefix):
+        # What B sent may be echoed in an error; anything else of A's is a leak.
+        assert secret in sent or secret not in answer.text, f"{method} {path} shows A's {secret}"
+    assert _snapshot(world) == snapshot, f"{method} {path} changed A's things"
+
+
+@pytest.fixture(scope="module")
+def snapshot(world: World) -> tuple[Any, ...]:
+    return _snapshot(world)
+
+
+def test_usage_of_another_user_is_refused(world: World) -> None:
+    answer = httpx.get(
+        f"{world.server.url}/api/usage", params={"user": ALICE}, headers=_auth(world.bob)
+    )
+    assert answer.status_code == 403
+    mine = httpx.get(f"{world.server.url}/api/usage", headers=_auth(world.alice))
+    assert {row["user"] for row in mine.json()["usage"]} == {ALICE}
+
+
+def test_a_s_key_still_works_after_every_probe(world: World) -> None:
+    assert httpx.get(f"{world.server.v1}/models", headers=_auth(world.alice)).status_code == 200
