@@ -155,7 +155,7 @@ class Baseline:
         first: float | None = None
 
         started = time.perf_counter()
-        tokens = tokenize_prompt(llama, prompt)
+        tokens = tokenize_prompt(llama._model, prompt)
         llama.set_seed(SEED)
         generator = llama.generate(tokens, **generate_options(params))
         try:

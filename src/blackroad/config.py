@@ -24,6 +24,11 @@ def _default_memory() -> int:
         return 4 << 30
 
 
+def _default_parallel() -> int:
+    """Four sequences, or two on a machine with under 6 GiB: the KV caches must fit."""
+    return 2 if _default_memory() < 4.5 * 2**30 else 4
+
+
 def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
@@ -50,8 +55,13 @@ class Settings:
     max_queue: int = 16
     # Seconds a client is told to wait when the queue is full.
     retry_after: int = 2
-    # Context window per loaded model, capped by the model's own training context.
+    # Context window per sequence, capped by the model's own training context.
     num_ctx: int = 4096
+    # Generations one loaded model decodes together (continuous batching), and
+    # further sequences that keep finished conversations' KV cache for reuse.
+    # Each sequence reserves num_ctx cells of KV cache when the model loads.
+    num_parallel: int = field(default_factory=_default_parallel)
+    num_cached: int = field(default_factory=_default_parallel)
     num_threads: int = field(default_factory=_default_threads)
     num_batch: int = 512
     # Models kept loaded at once, and the memory they may use together; idle

@@ -140,8 +140,18 @@ def test_model_loaded_follows_the_engine(server: Server, client: openai.OpenAI) 
     assert value(unloaded, "blackroad_models_loaded") == count - 1
 
 
+@pytest.fixture(scope="module")
+def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose model runs one generation at a time, so a second one waits."""
+    with running_server(tmp_path_factory.mktemp("one-slot"), num_parallel="1") as s:
+        yield s
+
+
 @pytest.mark.anyio
-async def test_queue_depth_counts_requests_waiting_for_a_busy_model(server: Server) -> None:
+async def test_queue_depth_counts_requests_waiting_for_a_busy_model(
+    one_slot_server: Server,
+) -> None:
+    server = one_slot_server
     # Counting, greedily: no end of text for all of max_tokens, which keeps the
     # model busy for seconds whether or not the client reads.
     counting = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"

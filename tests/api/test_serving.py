@@ -25,7 +25,9 @@ KEY = "br-test-key-0123456789"
 @pytest.fixture(scope="module")
 def no_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server that refuses (503) any request arriving while its model is busy."""
-    with running_server(tmp_path_factory.mktemp("queue"), max_queue="0", retry_after="3") as s:
+    with running_server(
+        tmp_path_factory.mktemp("queue"), max_queue="0", retry_after="3", num_parallel="1"
+    ) as s:
         yield s
 
 

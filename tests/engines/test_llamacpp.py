@@ -41,7 +41,7 @@ async def test_closing_a_stream_stops_generation_within_one_token(engine: LlamaC
     prompt_tokens = len(await engine.tokenize(engine.template.render(STORY)))
     # Tokens in the KV cache: the prompt, the tokens received, and at most one
     # more that was being sampled when the stream closed.
-    assert engine._llama.n_tokens <= prompt_tokens + len(received) + 1
+    assert engine.cached_tokens <= prompt_tokens + len(received) + 1
     assert not engine.health().busy
 
 

@@ -48,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
         n_batch=settings.num_batch,
         max_queue=settings.max_queue,
         retry_after=settings.retry_after,
+        n_parallel=settings.num_parallel,
+        n_cached=settings.num_cached,
     )
     pool = EnginePool(options, settings.max_loaded_models, settings.max_memory_bytes)
     service = Inference(Catalog(settings.models_dir, database), pool)

@@ -8,6 +8,7 @@ push) lives in ``ollama_models.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -32,7 +33,7 @@ from blackroad.api.ollama_types import (
 from blackroad.api.recording import RequestLog, request_log
 from blackroad.api.state import inference
 from blackroad.api.streaming import collect, event_response, started, tracked
-from blackroad.engines.base import Chunk, Finish
+from blackroad.engines.base import CacheHealth, Chunk, Finish
 from blackroad.engines.llamacpp import LlamaCppEngine
 from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
@@ -76,6 +77,10 @@ def details(entry: ModelEntry) -> dict[str, Any]:
         "parameter_size": meta.parameter_size,
         "quantization_level": meta.quantization,
     }
+
+
+def cache_view(cache: CacheHealth) -> dict[str, Any]:
+    return {**dataclasses.asdict(cache), "hit_rate": round(cache.hit_rate, 4)}
 
 
 def timings(finish: Finish, started_ns: int) -> dict[str, Any]:
@@ -159,7 +164,7 @@ async def show(body: ShowRequest, request: Request) -> dict[str, Any]:
 async def ps(request: Request) -> dict[str, Any]:
     models = []
     for engine, expires_at in inference(request).pool.loaded():
-        entry = engine.entry
+        entry, health = engine.entry, engine.health()
         never = expires_at == float("inf")
         expires = (
             datetime.max.replace(tzinfo=UTC) if never else datetime.fromtimestamp(expires_at, UTC)
@@ -174,6 +179,10 @@ async def ps(request: Request) -> dict[str, Any]:
                 "expires_at": timestamp(expires),
                 "size_vram": 0,
                 "context_length": engine.n_ctx,
+                # BlackRoad's own: sequences decoded together, and the prefix cache.
+                "parallel": engine.options.n_parallel,
+                "active": health.active,
+                "prefix_cache": None if health.cache is None else cache_view(health.cache),
             }
         )
     return {"models": models}

@@ -64,11 +64,28 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class CacheHealth:
+    """The prefix KV cache of a loaded model, counted since it loaded."""
+
+    prompts: int
+    prompt_tokens: int
+    reused_tokens: int  # prompt tokens found in the cache instead of read again
+    cached_tokens: int  # tokens whose keys and values are held now
+    capacity_tokens: int
+
+    @property
+    def hit_rate(self) -> float:
+        return self.reused_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+@dataclass(frozen=True)
 class EngineHealth:
     model: str
     loaded: bool
     busy: bool
     queued: int
+    active: int = 0  # generations and calls running now
+    cache: CacheHealth | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,47 +1,48 @@
 """The embedded engine: llama.cpp in this process, through llama-cpp-python.
 
-llama.cpp calls block, so every call on the model runs in a single worker
-thread per model (a ``Llama`` object is not thread-safe) and the event loop
-only moves text. Each job holds the model's ``FairQueue`` slot until the
-worker has really finished, even when the client has gone: the slot is
-released by the job's completion, never by the request that started it.
+llama.cpp calls block, so everything on a model runs on one worker thread
+per model (a context is not thread-safe) and the event loop only moves
+text. The worker decodes up to ``n_parallel`` generations together
+(``engines/batching.py``: continuous batching and the prefix cache) and runs
+other calls (tokenize, embed, load, unload) between two decode steps, in
+arrival order. Each job holds one of the model's ``FairQueue`` places until
+the worker has really finished it, even when the client has gone: the place
+is given back by the job's end, never by the request that started it.
 
 Cancellation: closing a stream sets an event the worker checks before every
-token, so a client that disconnects stops generation within one token.
+decode step, so a client that disconnects stops generation within one token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import ctypes
 import json
-import secrets
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from blackroad.engines.base import (
+    CacheHealth,
     Chunk,
     Embeddings,
     Engine,
     EngineHealth,
-    Finish,
-    FinishReason,
     Message,
     SamplingParams,
 )
+from blackroad.engines.batching import BatchDecoder, Generation
 from blackroad.engines.queue import FairQueue
-from blackroad.engines.stops import StopMatcher
 from blackroad.errors import ContextLengthExceeded, InvalidRequest
 from blackroad.models.templates import ChatTemplate
 from blackroad.models.types import ModelEntry
 
 T = TypeVar("T")
-Emit = Callable[[Chunk], None]
 
 # llama.cpp's enum value for mean pooling (LLAMA_POOLING_TYPE_MEAN).
 _POOLING_MEAN = 1
@@ -49,11 +50,17 @@ _POOLING_MEAN = 1
 
 @dataclass(frozen=True)
 class LlamaCppOptions:
-    n_ctx: int
+    n_ctx: int  # context per sequence
     n_threads: int
-    n_batch: int
+    n_batch: int  # tokens per decode step, prompt chunks included
     max_queue: int
     retry_after: int
+    n_parallel: int = 1  # generations decoded together
+    n_cached: int = 1  # further sequences that only keep finished prompts' KV for reuse
+
+    @property
+    def n_seq(self) -> int:
+        return self.n_parallel + self.n_cached
 
 
 class _Failure:
@@ -76,24 +83,27 @@ def compile_grammar(schema: Any) -> Any:
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 
 
-def tokenize_prompt(llama: Any, prompt: str) -> list[int]:
-    """Prompt text to tokens, special tokens parsed, BOS added if the vocabulary wants it."""
+def tokenize_prompt(model: Any, prompt: str) -> list[int]:
+    """Prompt text to tokens, special tokens parsed, BOS added if the vocabulary wants it.
+
+    ``model`` is llama-cpp-python's ``LlamaModel`` (``Llama._model``).
+    """
     # A template that writes the BOS text itself (Gemma's does) must not get a
     # second BOS from a vocabulary that adds one.
-    bos_text = llama._model.token_get_text(llama.token_bos())
+    bos_text = model.token_get_text(model.token_bos())
     add_bos = not (bos_text and prompt.startswith(bos_text))
-    tokens: list[int] = llama.tokenize(prompt.encode(), add_bos=add_bos, special=True)
+    tokens: list[int] = model.tokenize(prompt.encode(), add_bos=add_bos, special=True)
     return tokens
 
 
-def _kv_cache_bytes(llama: Any, n_ctx: int) -> int:
-    """Keys and values in f16 for every layer and position of the context."""
+def _kv_cache_bytes(model: Any, n_cells: int) -> int:
+    """Keys and values in f16 for every layer and cell of the cache."""
     import llama_cpp
 
-    model = llama._model.model
-    heads = max(1, llama_cpp.llama_model_n_head(model))
-    kv_width = llama_cpp.llama_model_n_embd(model) * llama_cpp.llama_model_n_head_kv(model) // heads
-    return int(2 * 2 * n_ctx * llama_cpp.llama_model_n_layer(model) * kv_width)
+    handle = model.model
+    heads = max(1, llama_cpp.llama_model_n_head(handle))
+    kv_width = llama_cpp.llama_model_n_embd(handle) * llama_cpp.llama_model_n_head_kv(handle)
+    return int(2 * 2 * n_cells * llama_cpp.llama_model_n_layer(handle) * kv_width // heads)
 
 
 def generate_options(params: SamplingParams) -> dict[str, Any]:
@@ -116,9 +126,15 @@ class LlamaCppEngine(Engine):
         self.options = options
         self.template = ChatTemplate.for_model(entry.metadata, entry.config.template)
         self.n_ctx = min(options.n_ctx, entry.metadata.context_length or options.n_ctx)
-        self._queue = FairQueue(options.max_queue, options.retry_after)
+        self._queue = FairQueue(options.max_queue, options.retry_after, options.n_parallel)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama[{entry.name}]")
-        self._llama: Any = None
+        # Work for the worker thread, in arrival order; the drive loop runs while there is any.
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._driving = False
+        self._model: Any = None  # llama-cpp-python's LlamaModel
+        self._context: Any = None
+        self._decoder: BatchDecoder | None = None
         self._embedder: Any = None
         self._stop_tokens: frozenset[int] = frozenset()
         self._pieces: dict[int, bytes] = {}
@@ -126,7 +142,7 @@ class LlamaCppEngine(Engine):
 
     @property
     def loaded(self) -> bool:
-        return self._llama is not None or self._embedder is not None
+        return self._model is not None or self._embedder is not None
 
     @property
     def idle(self) -> bool:
@@ -137,36 +153,81 @@ class LlamaCppEngine(Engine):
         """Weights plus context state: measured once loaded, estimated before."""
         meta = self.entry.metadata
         # Before loading: the KV cache of a typical small model is about
-        # n_ctx x embedding_length x 4 bytes (keys and values, f16, fewer KV heads).
-        state = self._state_bytes or self.n_ctx * meta.embedding_length * 4
-        if self._llama is not None and self._embedder is not None:
-            state *= 2  # the embedding context has a cache of its own
+        # n_ctx x embedding_length x 4 bytes per sequence (keys and values, f16, fewer KV heads).
+        state = self._state_bytes or self.options.n_seq * self.n_ctx * meta.embedding_length * 4
+        if self._embedder is not None:
+            state += self.n_ctx * meta.embedding_length * 4  # the embedding context's own cache
         return self.entry.size + state
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens whose keys and values are in the cache, over every sequence."""
+        return 0 if self._decoder is None else self._decoder.cached_tokens
 
     # -- worker-thread side ------------------------------------------------
 
+    def _drive(self) -> None:
+        """Run queued work and decode steps until there is neither."""
+        while True:
+            with self._inbox_lock:
+                work = list(self._inbox)
+                self._inbox.clear()
+                if not work and (self._decoder is None or not self._decoder.active):
+                    self._driving = False
+                    return
+            for item in work:
+                item()
+            if self._decoder is not None and self._decoder.active:
+                self._decoder.step()
+
     def _load_sync(self) -> int:
         """Load the model if needed; return the nanoseconds it took (0 if loaded)."""
-        if self._llama is not None:
+        if self._model is not None:
             return 0
         import llama_cpp
+        from llama_cpp._internals import LlamaContext, LlamaModel
 
+        # llama.cpp logs through llama-cpp-python's logger: errors only.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         started = time.perf_counter_ns()
-        llama = llama_cpp.Llama(
-            str(self.entry.path),
-            n_ctx=self.n_ctx,
-            n_batch=self.options.n_batch,
-            n_threads=self.options.n_threads,
-            n_threads_batch=self.options.n_threads,
+        model: Any = LlamaModel(
+            path_model=str(self.entry.path),
+            params=llama_cpp.llama_model_default_params(),
             verbose=False,
         )
+        params = llama_cpp.llama_context_default_params()
+        params.n_seq_max = self.options.n_seq
+        params.n_ctx = self.n_ctx * self.options.n_seq
+        params.n_batch = params.n_ubatch = self.options.n_batch
+        params.n_threads = params.n_threads_batch = self.options.n_threads
+        # One KV stream per sequence: each attends only to its own cells.
+        params.kv_unified = False
+        # Full-size sliding-window caches, so a cached prefix can be cut anywhere.
+        params.swa_full = True
+        params.no_perf = True
+        try:
+            context = LlamaContext(model=model, params=params, verbose=False)
+        except Exception:
+            model.close()
+            raise
         stop_tokens = set()
         for text in self.template.stop:
-            ids = llama.tokenize(text.encode(), add_bos=False, special=True)
+            ids = model.tokenize(text.encode(), add_bos=False, special=True)
             if len(ids) == 1:
                 stop_tokens.add(ids[0])
-        self._llama, self._stop_tokens = llama, frozenset(stop_tokens)
-        self._state_bytes = _kv_cache_bytes(llama, self.n_ctx)
+        self._model, self._context, self._stop_tokens = model, context, frozenset(stop_tokens)
+        vocab = model.vocab
+        self._decoder = BatchDecoder(
+            model,
+            context,
+            self.options.n_seq,
+            self.options.n_batch,
+            lambda token: (
+                bool(llama_cpp.llama_vocab_is_eog(vocab, token)) or token in self._stop_tokens
+            ),
+            self._piece,
+        )
+        self._state_bytes = _kv_cache_bytes(model, self.n_ctx * self.options.n_seq)
         return time.perf_counter_ns() - started
 
     def _embedder_sync(self) -> Any:
@@ -174,7 +235,7 @@ class LlamaCppEngine(Engine):
             from llama_cpp import Llama
 
             pooling = self.entry.metadata.pooling_type
-            embedder = Llama(
+            self._embedder = Llama(
                 str(self.entry.path),
                 embedding=True,
                 # A chat model has no pooling of its own; mean pooling gives one vector.
@@ -186,8 +247,6 @@ class LlamaCppEngine(Engine):
                 n_threads_batch=self.options.n_threads,
                 verbose=False,
             )
-            self._embedder = embedder
-            self._state_bytes = self._state_bytes or _kv_cache_bytes(embedder, self.n_ctx)
         return self._embedder
 
     def _piece(self, token: int) -> bytes:
@@ -196,7 +255,7 @@ class LlamaCppEngine(Engine):
         if piece is None:
             import llama_cpp
 
-            vocab = self._llama._model.vocab
+            vocab = self._model.vocab
             size = 64
             buffer = ctypes.create_string_buffer(size)
             length = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
@@ -207,84 +266,74 @@ class LlamaCppEngine(Engine):
             piece = self._pieces[token] = buffer.raw[:length]
         return piece
 
-    def _generate_sync(
+    def _begin(
         self,
         prompt: Callable[[Any], list[int]],
         prompt_arg: str,
         params: SamplingParams,
         grammar: Any,
-        emit: Emit,
+        emit: Callable[[Chunk], None],
+        end: Callable[[BaseException | None], None],
         cancel: threading.Event,
     ) -> None:
-        import llama_cpp
-
-        load_ns = self._load_sync()
-        llama = self._llama
-        tokens = prompt(llama)
-        room = self.n_ctx - len(tokens)
-        if room <= 0:
-            raise ContextLengthExceeded(
-                f"this model's context is {self.n_ctx} tokens, but the prompt has "
-                f"{len(tokens)} tokens",
-                param=prompt_arg,
-            )
-        limit = room if params.max_tokens is None else min(params.max_tokens, room)
-        llama.set_seed(secrets.randbits(32) if params.seed is None else params.seed)
-        vocab = llama._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop)
-        reason: FinishReason = "length"
-        produced = 0
-        started = time.perf_counter_ns()
-        first_token_at = started
-        generator = llama.generate(tokens, grammar=grammar, **generate_options(params))
+        """Load, tokenize and check the prompt, then hand the generation to the decoder."""
         try:
-            for token in generator:
-                if produced == 0:
-                    first_token_at = time.perf_counter_ns()
-                if cancel.is_set():
-                    return
-                if llama_cpp.llama_vocab_is_eog(vocab, token) or token in self._stop_tokens:
-                    reason = "stop"
-                    break
-                produced += 1
-                piece = decoder.decode(self._piece(token))
-                text, stopped = stops.push(piece)
-                if text:
-                    emit(Chunk(text))
-                if stopped:
-                    reason = "stop"
-                    break
-                if produced >= limit:
-                    break
-        finally:
-            generator.close()
-        tail = stops.flush() + decoder.decode(b"", final=True)
-        done = time.perf_counter_ns()
-        emit(
-            Chunk(
-                tail,
-                Finish(
-                    reason=reason,
-                    prompt_tokens=len(tokens),
-                    completion_tokens=produced,
-                    load_ns=load_ns,
-                    prompt_eval_ns=first_token_at - started,
-                    eval_ns=done - first_token_at,
-                ),
-            )
-        )
+            load_ns = self._load_sync()
+            tokens = prompt(self._model)
+            room = self.n_ctx - len(tokens)
+            if room <= 0:
+                raise ContextLengthExceeded(
+                    f"this model's context is {self.n_ctx} tokens, but the prompt has "
+                    f"{len(tokens)} tokens",
+                    param=prompt_arg,
+                )
+            if not tokens:
+                raise InvalidRequest("the prompt is empty", param=prompt_arg)
+            limit = room if params.max_tokens is None else min(params.max_tokens, room)
+            generation = Generation(tokens, params, grammar, emit, end, cancel, limit, load_ns)
+            assert self._decoder is not None
+            self._decoder.admit(generation)
+        except BaseException as exc:
+            end(exc)
 
     # -- event-loop side ---------------------------------------------------
+
+    def _post(self, work: Callable[[], None]) -> None:
+        """Queue work for the worker thread, starting its drive loop if it is idle."""
+        with self._inbox_lock:
+            self._inbox.append(work)
+            if self._driving:
+                return
+            self._driving = True
+        self._executor.submit(self._drive)
 
     async def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the model's worker thread, in turn with everything else."""
         await self._queue.acquire()
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        result: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                result.set_result(fn())
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        try:
+            self._post(run)
+        except BaseException:
+            self._queue.release()
+            raise
+        future = asyncio.wrap_future(result)
         future.add_done_callback(lambda _: self._queue.release())
         return await asyncio.shield(future)
 
-    async def _stream(self, job: Callable[[Emit, threading.Event], None]) -> AsyncIterator[Chunk]:
+    async def _stream(
+        self,
+        prompt: Callable[[Any], list[int]],
+        prompt_arg: str,
+        params: SamplingParams,
+        grammar: Any,
+    ) -> AsyncIterator[Chunk]:
         await self._queue.acquire()
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
@@ -293,16 +342,19 @@ class LlamaCppEngine(Engine):
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(items.put_nowait, item)
 
-        def run() -> None:
-            try:
-                job(emit, cancel)
-            except BaseException as exc:
-                emit(_Failure(exc))
-            finally:
-                emit(_DONE)
+        def ended(error: BaseException | None) -> None:
+            # One callback, so the place is free before the reader can see the end.
+            self._queue.release()
+            items.put_nowait(_DONE if error is None else _Failure(error))
 
-        future = loop.run_in_executor(self._executor, run)
-        future.add_done_callback(lambda _: self._queue.release())
+        def end(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(ended, error)
+
+        try:
+            self._post(lambda: self._begin(prompt, prompt_arg, params, grammar, emit, end, cancel))
+        except BaseException:
+            self._queue.release()
+            raise
         try:
             while (item := await items.get()) is not _DONE:
                 if isinstance(item, _Failure):
@@ -325,14 +377,10 @@ class LlamaCppEngine(Engine):
                 param="max_tokens",
             )
         grammar = None if params.json_schema is None else compile_grammar(params.json_schema)
-        return self._stream(
-            lambda emit, cancel: self._generate_sync(
-                prompt, prompt_arg, params, grammar, emit, cancel
-            )
-        )
+        return self._stream(prompt, prompt_arg, params, grammar)
 
     def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
-        return self._start(lambda llama: tokenize_prompt(llama, prompt), "prompt", params)
+        return self._start(lambda model: tokenize_prompt(model, prompt), "prompt", params)
 
     def stream_chat(
         self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
@@ -343,16 +391,16 @@ class LlamaCppEngine(Engine):
         text = chat.render(messages)
         stop = (*params.stop, *chat.stop)
         return self._start(
-            lambda llama: tokenize_prompt(llama, text), "messages", replace(params, stop=stop)
+            lambda model: tokenize_prompt(model, text), "messages", replace(params, stop=stop)
         )
 
     def stream_infill(
         self, prefix: str, suffix: str, params: SamplingParams
     ) -> AsyncIterator[Chunk]:
-        def tokens(llama: Any) -> list[int]:
+        def tokens(model: Any) -> list[int]:
             import llama_cpp
 
-            vocab = llama._model.vocab
+            vocab = model.vocab
             pre, suf, mid = (
                 llama_cpp.llama_vocab_fim_pre(vocab),
                 llama_cpp.llama_vocab_fim_suf(vocab),
@@ -360,8 +408,8 @@ class LlamaCppEngine(Engine):
             )
             if min(pre, suf, mid) < 0:
                 raise InvalidRequest(f"{self.model} does not support insert", param="suffix")
-            head = llama.tokenize(prefix.encode(), add_bos=False, special=False)
-            tail = llama.tokenize(suffix.encode(), add_bos=False, special=False)
+            head = model.tokenize(prefix.encode(), add_bos=False, special=False)
+            tail = model.tokenize(suffix.encode(), add_bos=False, special=False)
             return [pre, *head, suf, *tail, mid]
 
         return self._start(tokens, "prompt", params)
@@ -387,14 +435,14 @@ class LlamaCppEngine(Engine):
     async def tokenize(self, text: str) -> list[int]:
         def work() -> list[int]:
             self._load_sync()
-            return tokenize_prompt(self._llama, text)
+            return tokenize_prompt(self._model, text)
 
         return await self._call(work)
 
     async def detokenize(self, tokens: Sequence[int]) -> str:
         def work() -> str:
             self._load_sync()
-            return str(self._llama.detokenize(list(tokens)).decode("utf-8", errors="replace"))
+            return str(self._model.detokenize(list(tokens)).decode("utf-8", errors="replace"))
 
         return await self._call(work)
 
@@ -403,10 +451,12 @@ class LlamaCppEngine(Engine):
 
     async def unload(self) -> None:
         def work() -> None:
-            for llama in (self._llama, self._embedder):
-                if llama is not None:
-                    llama.close()
-            self._llama = self._embedder = None
+            if self._decoder is not None:
+                self._decoder.close()
+            for part in (self._embedder, self._context, self._model):
+                if part is not None:
+                    part.close()
+            self._model = self._context = self._decoder = self._embedder = None
             self._pieces.clear()
             self._state_bytes = 0
 
@@ -417,10 +467,22 @@ class LlamaCppEngine(Engine):
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def health(self) -> EngineHealth:
+        cache = None
+        if self._decoder is not None:
+            stats = self._decoder.stats
+            cache = CacheHealth(
+                prompts=stats.prompts,
+                prompt_tokens=stats.prompt_tokens,
+                reused_tokens=stats.reused_tokens,
+                cached_tokens=self._decoder.cached_tokens,
+                capacity_tokens=self.n_ctx * self.options.n_seq,
+            )
         return EngineHealth(
             model=self.model,
             loaded=self.loaded,
             busy=self._queue.busy,
             queued=self._queue.waiting,
-            extra={"n_ctx": self.n_ctx},
+            active=self._queue.active,
+            cache=cache,
+            extra={"n_ctx": self.n_ctx, "parallel": self.options.n_parallel},
         )

@@ -14,6 +14,7 @@ own model list narrows that further.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ def _apply_limits(row: LimitColumns, changes: dict[str, int | None]) -> None:
 def _unknown_user_hash() -> str:
     """Checked when a name has no password, so timing does not tell which names exist."""
     return hash_password(secrets.token_urlsafe(16))
+
+
+def _stored_time(text: str) -> datetime:
+    """A time as SQLAlchemy stores it in SQLite: ISO format, UTC, without the zone."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -342,37 +348,26 @@ class Directory:
         refused = Unauthorized("Incorrect API key provided.")
         if not secret.startswith("br-") or len(secret) < KEY_PREFIX_LENGTH:
             raise refused
-        with self.database.session() as session:
-            row = session.execute(
-                select(ApiKey, User).join(User).where(ApiKey.prefix == secret[:KEY_PREFIX_LENGTH])
-            ).first()
-            if row is None:
-                raise refused
-            key, user = row
-            group_models = session.scalars(
-                select(Group.models)
-                .join(GroupMember, GroupMember.group_id == Group.id)
-                .where(GroupMember.user_id == user.id)
-            ).all()
-        if not same_secret(_hash(secret), key.secret_hash):
+        row = self.database.key_row(secret[:KEY_PREFIX_LENGTH])
+        if row is None or not same_secret(_hash(secret), row["secret_hash"]):
             raise refused
-        now = datetime.now(UTC)
-        expires_at = _utc(key.expires_at)
-        if key.revoked_at is not None or user.disabled:
+        if row["revoked_at"] is not None or row["disabled"]:
             raise Unauthorized("This API key has been revoked.")
-        if expires_at is not None and expires_at <= now:
+        expires_at = row["expires_at"]
+        if expires_at is not None and _stored_time(expires_at) <= datetime.now(UTC):
             raise Unauthorized("This API key has expired.")
+        models, group_models = json.loads(row["models"]), json.loads(row["group_models"])
         allowlists = []
-        if key.models is not None:
-            allowlists.append(frozenset(key.models))
-        if user.role != "admin" and group_models and None not in group_models:
-            allowlists.append(frozenset(m for models in group_models for m in models or ()))
+        if models is not None:
+            allowlists.append(frozenset(models))
+        if row["role"] != "admin" and group_models and None not in group_models:
+            allowlists.append(frozenset(m for group in group_models for m in group))
         return Principal(
-            user=user.name,
-            role="admin" if user.role == "admin" else "user",
-            scopes=frozenset(s for s in SCOPES if s in key.scopes),
-            key_prefix=key.prefix,
+            user=row["user"],
+            role="admin" if row["role"] == "admin" else "user",
+            scopes=frozenset(s for s in SCOPES if s in json.loads(row["scopes"])),
+            key_prefix=row["prefix"],
             allowlists=tuple(allowlists),
-            user_limits=limits_of(user),
-            key_limits=limits_of(key),
+            user_limits=Limits(**{name: row[f"user_{name}"] for name in Limits.names()}),
+            key_limits=Limits(**{name: row[name] for name in Limits.names()}),
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from blackroad.engines.base import EngineHealth
@@ -57,33 +57,68 @@ class _EngineCollector:
     def __init__(self, engines: Callable[[], Iterable[EngineHealth]]) -> None:
         self._engines = engines
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
+        by_model = ["model"]
+        return {
+            "depth": GaugeMetricFamily(
                 "blackroad_queue_depth",
-                "Requests waiting for a model's engine (not counting the one it serves).",
-                labels=["model"],
+                "Requests waiting for a model's engine (not counting those it serves).",
+                labels=by_model,
             ),
-            GaugeMetricFamily(
+            "active": GaugeMetricFamily(
+                "blackroad_active_sequences",
+                "Generations and calls a model's engine is running now.",
+                labels=by_model,
+            ),
+            "loaded": GaugeMetricFamily(
                 "blackroad_model_loaded",
                 "1 while the model is loaded in memory, else 0 (models requested since start).",
-                labels=["model"],
+                labels=by_model,
             ),
-            GaugeMetricFamily("blackroad_models_loaded", "Models loaded in memory."),
-        )
+            "count": GaugeMetricFamily("blackroad_models_loaded", "Models loaded in memory."),
+            "prompt": CounterMetricFamily(
+                "blackroad_prefix_cache_prompt_tokens",
+                "Prompt tokens of generations since the model loaded.",
+                labels=by_model,
+            ),
+            "reused": CounterMetricFamily(
+                "blackroad_prefix_cache_reused_tokens",
+                "Prompt tokens found in the prefix cache instead of read again (hit rate: "
+                "this over blackroad_prefix_cache_prompt_tokens).",
+                labels=by_model,
+            ),
+            "cached": GaugeMetricFamily(
+                "blackroad_prefix_cache_tokens",
+                "Tokens whose keys and values the model's cache holds now.",
+                labels=by_model,
+            ),
+            "capacity": GaugeMetricFamily(
+                "blackroad_prefix_cache_capacity_tokens",
+                "Tokens the model's cache can hold (every sequence's context).",
+                labels=by_model,
+            ),
+        }
 
     def describe(self) -> Iterator[Metric]:
-        yield from self._families()
+        yield from self._families().values()
 
     def collect(self) -> Iterator[Metric]:
-        depth, loaded, count = self._families()
+        families = self._families()
         total = 0
         for engine in self._engines():
-            depth.add_metric([engine.model], engine.queued)
-            loaded.add_metric([engine.model], int(engine.loaded))
+            labels = [engine.model]
+            families["depth"].add_metric(labels, engine.queued)
+            families["active"].add_metric(labels, engine.active)
+            families["loaded"].add_metric(labels, int(engine.loaded))
             total += engine.loaded
-        count.add_metric([], total)
-        yield from (depth, loaded, count)
+            if engine.cache is not None:
+                families["prompt"].add_metric(labels, engine.cache.prompt_tokens)
+                families["reused"].add_metric(labels, engine.cache.reused_tokens)
+                families["cached"].add_metric(labels, engine.cache.cached_tokens)
+                families["capacity"].add_metric(labels, engine.cache.capacity_tokens)
+        families["count"].add_metric([], total)
+        yield from families.values()
         # Per-node health (reachable, load, memory) joins here with the fleet.
 
 
