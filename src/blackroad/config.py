@@ -57,11 +57,12 @@ class Settings:
     retry_after: int = 2
     # Context window per sequence, capped by the model's own training context.
     num_ctx: int = 4096
-    # Generations one loaded model decodes together (continuous batching), and
-    # further sequences that keep finished conversations' KV cache for reuse.
-    # Each sequence reserves num_ctx cells of KV cache when the model loads.
+    # Generations one loaded model decodes together (continuous batching). Each
+    # of their sequences keeps its last conversation's KV cache for reuse;
+    # num_cached adds sequences that only keep more of them. Every sequence
+    # reserves num_ctx cells of KV cache when the model loads.
     num_parallel: int = field(default_factory=_default_parallel)
-    num_cached: int = field(default_factory=_default_parallel)
+    num_cached: int = 0
     num_threads: int = field(default_factory=_default_threads)
     num_batch: int = 512
     # Models kept loaded at once, and the memory they may use together; idle

@@ -133,6 +133,24 @@ async def test_a_second_turn_reuses_the_first_turns_cache() -> None:
     assert after.reused_tokens - before.reused_tokens >= prompt_tokens - 1
 
 
+async def test_a_running_sequences_prefix_is_shared_with_a_newcomer() -> None:
+    system = {"role": "system", "content": "You are the help desk of a hospital. " * 20}
+    counting = SamplingParams(max_tokens=300, temperature=0)
+    params = SamplingParams(max_tokens=8, temperature=0)
+    async with running(n_parallel=2, n_cached=0) as engine:
+        first = engine.stream_chat([system, {"role": "user", "content": "Count to 100."}], counting)
+        await anext(first)  # running, its stream holding the system prompt
+        before = engine.health().cache
+        newcomer = [system, {"role": "user", "content": "Where is radiology?"}]
+        alone_text, _ = await text_of(engine.stream_chat(newcomer, params))
+        after = engine.health().cache
+        await first.aclose()  # type: ignore[attr-defined]
+    assert before is not None and after is not None
+    shared = len("You are the help desk of a hospital. " * 20) // 6  # tokens, roughly
+    assert after.reused_tokens - before.reused_tokens >= shared
+    assert alone_text
+
+
 async def test_the_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
     params = SamplingParams(max_tokens=4, temperature=0)
 

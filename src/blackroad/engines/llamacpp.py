@@ -56,7 +56,7 @@ class LlamaCppOptions:
     max_queue: int
     retry_after: int
     n_parallel: int = 1  # generations decoded together
-    n_cached: int = 1  # further sequences that only keep finished prompts' KV for reuse
+    n_cached: int = 0  # further sequences that only keep finished prompts' KV for reuse
 
     @property
     def n_seq(self) -> int:
