@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -51,27 +52,29 @@ def server_env(home: Path, port: int, **settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(
-    args: list[str], env: dict[str, str], port: int, log: Path, python: Path | None = None
+def background(
+    command: list[str],
+    ready: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``blackroad ARGS`` in the background, once ``GET /`` on ``port`` answers 200.
+    """``command`` in the background, once ``GET ready`` answers 200 (within ``timeout`` s).
 
-    ``python`` runs the command with another interpreter (another environment).
     Stopped (terminated, killed if it will not stop) when the block ends.
     """
-    command = [str(BLACKROAD), *args] if python is None else [str(python), str(BLACKROAD), *args]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"blackroad {args[0]} exited:\n{log.read_text()}")
+                raise RuntimeError(f"{shlex.join(command)} exited:\n{log.read_text()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                if httpx.get(ready, timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"blackroad {args[0]} did not start:\n{log.read_text()}")
+                raise RuntimeError(f"{shlex.join(command)} did not start:\n{log.read_text()}")
             time.sleep(0.1)
         yield process
     finally:
@@ -82,6 +85,17 @@ def serving(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def serving(
+    args: list[str], env: dict[str, str], port: int, log: Path, python: Path | None = None
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``blackroad ARGS`` in the background, once ``GET /`` on ``port`` answers 200.
+
+    ``python`` runs the command with another interpreter (another environment).
+    """
+    command = [str(BLACKROAD), *args] if python is None else [str(python), str(BLACKROAD), *args]
+    return background(command, f"http://127.0.0.1:{port}/", log, env)
 
 
 @contextlib.contextmanager

@@ -71,6 +71,11 @@ class _Failure:
 _DONE = object()
 
 
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()
+
+
 def compile_grammar(schema: Any) -> Any:
     """A llama.cpp grammar for JSON output: any object for ``{}``, else the schema."""
     from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
@@ -132,6 +137,8 @@ class LlamaCppEngine(Engine):
         self._inbox: deque[Callable[[], None]] = deque()
         self._inbox_lock = threading.Lock()
         self._driving = False
+        # Callbacks for event loops, gathered during a step (worker thread only).
+        self._outbox: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self._model: Any = None  # llama-cpp-python's LlamaModel
         self._context: Any = None
         self._decoder: BatchDecoder | None = None
@@ -179,6 +186,26 @@ class LlamaCppEngine(Engine):
                 item()
             if self._decoder is not None and self._decoder.active:
                 self._decoder.step()
+            self._flush()
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        """Queue a callback for ``loop``; sent with the rest of this step's by ``_flush``."""
+        self._outbox.append((loop, callback))
+
+    def _flush(self) -> None:
+        """Hand a step's chunks to the event loop in one wake-up, not one per chunk.
+
+        Each wake-up is a write to the loop's self-pipe and a turn of the loop
+        holding the GIL the next decode step needs.
+        """
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+        for loop, callback in self._outbox:
+            by_loop.setdefault(loop, []).append(callback)
+        self._outbox.clear()
+        for loop, callbacks in by_loop.items():
+            loop.call_soon_threadsafe(_run_all, callbacks)
 
     def _load_sync(self) -> int:
         """Load the model if needed; return the nanoseconds it took (0 if loaded)."""
@@ -340,15 +367,15 @@ class LlamaCppEngine(Engine):
         cancel = threading.Event()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, item)
-
-        def ended(error: BaseException | None) -> None:
-            # One callback, so the place is free before the reader can see the end.
-            self._queue.release()
-            items.put_nowait(_DONE if error is None else _Failure(error))
+            self._deliver(loop, lambda: items.put_nowait(item))
 
         def end(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(ended, error)
+            def ended() -> None:
+                # One callback, so the place is free before the reader can see the end.
+                self._queue.release()
+                items.put_nowait(_DONE if error is None else _Failure(error))
+
+            self._deliver(loop, ended)
 
         try:
             self._post(lambda: self._begin(prompt, prompt_arg, params, grammar, emit, end, cancel))
