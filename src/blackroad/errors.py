@@ -14,7 +14,8 @@ place per protocol and never in business code.
     ├── PayloadTooLarge     413
     ├── RateLimited         429  (``retry_after`` seconds; a limit, a budget or a lockout)
     ├── ServiceUnavailable  503  (``retry_after`` seconds)
-    │   └── QueueFull
+    │   ├── QueueFull
+    │   └── NodeUnavailable  (a remote node failed: another may serve)
     ├── EngineError         500
     └── HTTPError           any  (unknown route, wrong method)
 """
@@ -99,6 +100,12 @@ class ServiceUnavailable(BlackRoadError):
 
 class QueueFull(ServiceUnavailable):
     code = "queue_full"
+
+
+class NodeUnavailable(ServiceUnavailable):
+    """A remote node could not be reached, timed out, or failed (5xx, a cut stream)."""
+
+    code = "node_unavailable"
 
 
 class EngineError(BlackRoadError):

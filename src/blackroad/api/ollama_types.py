@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from blackroad.engines.base import OLLAMA_SAMPLING
 from blackroad.errors import InvalidRequest
-from blackroad.service.inference import OLLAMA_SAMPLING, sampling_from_ollama
+from blackroad.service.inference import sampling_from_ollama
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -2,8 +2,9 @@
 
 An engine serves one model. It streams chat and completion tokens, embeds,
 tokenizes, loads and unloads, and reports its health. Adapters (embedded
-llama.cpp here; remote Ollama and OpenAI-compatible servers later) implement
-this and nothing else: they know nothing about HTTP routes, users or audit.
+llama.cpp, and models on remote Ollama and OpenAI-compatible nodes)
+implement this and nothing else: they know nothing about routes, users or
+audit.
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ class SamplingParams:
     seed: int | None = None
     # Constrain output to JSON: ``{}`` for any JSON object, else a JSON schema.
     json_schema: Mapping[str, Any] | None = None
+
+
+# Ollama's option names (also a Modelfile's PARAMETER names) -> SamplingParams.
+OLLAMA_SAMPLING = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "stop": "stop",
+}
 
 
 @dataclass(frozen=True)

@@ -14,27 +14,13 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from blackroad.engines.base import Chunk, Message, SamplingParams
+from blackroad.engines.base import OLLAMA_SAMPLING, Chunk, Message, SamplingParams
 from blackroad.engines.llamacpp import LlamaCppEngine
 from blackroad.engines.pool import EnginePool
 from blackroad.errors import Forbidden, InvalidRequest
 from blackroad.identity.types import Principal
 from blackroad.models.catalog import Catalog
 from blackroad.models.types import ModelEntry
-
-# Ollama's option names (also a Modelfile's PARAMETER names) -> SamplingParams.
-OLLAMA_SAMPLING = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "seed": "seed",
-    "stop": "stop",
-}
 
 
 def sampling_from_ollama(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""What the engines of remote nodes share: one pooled HTTP client, and their errors mapped.
+
+A node that cannot be reached, times out, answers 5xx or cuts a stream short
+raises ``NodeUnavailable``: the node failed and another one may serve the
+request (the fleet router retries on it). A 4xx is the request's own fault
+and becomes the matching BlackRoad error, so the client gets it unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from blackroad.engines.base import Chunk, Engine, EngineHealth
+from blackroad.errors import (
+    BlackRoadError,
+    EngineError,
+    InvalidRequest,
+    ModelNotFound,
+    NodeUnavailable,
+)
+
+# Reaching a node on the mesh takes milliseconds; a node that takes seconds to
+# accept a connection is as good as down. A reply may take minutes on a Pi.
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 600.0
+RETRY_AFTER = 1
+Event = dict[str, Any]
+# One line of a stream to the chunks it holds.
+LineParser = Callable[[str], Iterable[Chunk]]
+# The text of one streamed event (or one choice of it), if any.
+TextOf = Callable[[Event], str | None]
+
+
+def error_message(body: bytes) -> str:
+    """The message of an OpenAI (``{"error": {"message"}}``) or Ollama (``{"error"}``) error."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return body.decode(errors="replace")[:500]
+    if isinstance(error, Mapping):
+        error = error.get("message")
+    return str(error)[:500]
+
+
+class RemoteEngine(Engine):
+    """One model on a remote node, reached over HTTP at ``base_url``."""
+
+    def __init__(self, model: str, base_url: str, api_key: str | None = None) -> None:
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        )
+        self._active = 0
+
+    def _refusal(self, status: int, body: bytes) -> BlackRoadError:
+        message = error_message(body)
+        if status == 404:
+            return ModelNotFound(self.model)
+        if status in (401, 403):
+            # The node refused BlackRoad's own credential: a setup fault, not the client's.
+            return EngineError(f"the node at {self.base_url} refused BlackRoad's key: {message}")
+        if status == 429 or status >= 500:
+            return NodeUnavailable(f"the node at {self.base_url} failed: {message}", RETRY_AFTER)
+        return InvalidRequest(message)
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, path: str, body: Mapping[str, Any], stream: bool = False
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` as JSON; the response once its status is a success."""
+        self._active += 1
+        try:
+            request = self._client.build_request("POST", path, json=body)
+            response = await self._client.send(request, stream=stream)
+            try:
+                if response.status_code >= 400:
+                    raise self._refusal(response.status_code, await response.aread())
+                yield response
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            raise NodeUnavailable(
+                f"the node at {self.base_url} is unreachable: {type(exc).__name__}", RETRY_AFTER
+            ) from exc
+        finally:
+            self._active -= 1
+
+    async def _json(self, path: str, body: Mapping[str, Any]) -> Any:
+        async with self._request(path, body) as response:
+            return response.json()
+
+    async def _lines(
+        self, path: str, body: Mapping[str, Any], parse: LineParser
+    ) -> AsyncIterator[Chunk]:
+        """Stream ``body``'s answer line by line; ``parse`` turns a line into chunks.
+
+        A stream that ends before its finishing chunk was cut by the node.
+        """
+        async with self._request(path, body, stream=True) as response:
+            finished = False
+            try:
+                async for line in response.aiter_lines():
+                    for chunk in parse(line):
+                        finished = finished or chunk.finish is not None
+                        yield chunk
+            except httpx.TransportError as exc:
+                raise NodeUnavailable(
+                    f"the node at {self.base_url} cut the stream: {type(exc).__name__}",
+                    RETRY_AFTER,
+                ) from exc
+            if not finished:
+                raise NodeUnavailable(f"the node at {self.base_url} ended the stream early")
+
+    @staticmethod
+    def _own_template(template: str | None) -> None:
+        if template is not None:
+            raise InvalidRequest("a remote node renders prompts with its own chat template")
+
+    async def tokenize(self, text: str) -> list[int]:
+        raise InvalidRequest(f"the node serving {self.model} does not tokenize for others")
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        raise InvalidRequest(f"the node serving {self.model} does not detokenize for others")
+
+    async def load(self) -> None:
+        """The node loads its models itself when asked for them."""
+
+    async def unload(self) -> None:
+        """The node unloads its models by its own keep-alive."""
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def health(self) -> EngineHealth:
+        return EngineHealth(
+            model=self.model,
+            loaded=True,
+            busy=self._active > 0,
+            queued=0,
+            active=self._active,
+            extra={"node": self.base_url},
+        )
