@@ -85,6 +85,8 @@ class Settings:
     lockout_attempts: int = 10
     lockout_window: int = 300
     lockout_seconds: int = 900
+    # How often the models and health of the fleet's peers are asked again.
+    fleet_refresh_seconds: int = 15
     # The energy and cost model (usage/cost.py). The node's power profile:
     # pi5, minipc, gpu, or auto (pi5 on a Raspberry Pi 5, minipc elsewhere).
     power_profile: str = "auto"

@@ -135,6 +135,11 @@ PROBES: dict[tuple[str, str], Probe] = {
     # Admin only.
     ("GET", "/metrics"): Probe("admin"),
     ("GET", "/api/usage/cost"): Probe("admin"),
+    ("GET", "/api/fleet"): Probe("admin"),
+    ("POST", "/api/fleet/nodes"): Probe(
+        "admin", body={"name": "b-node", "kind": "ollama", "url": "http://127.0.0.1:9"}
+    ),
+    ("DELETE", "/api/fleet/nodes/{name}"): Probe("admin", "/api/fleet/nodes/any"),
     ("POST", "/api/create"): Probe("admin", body={"model": "x", "from": SMOLLM2}),
     ("POST", "/api/copy"): Probe("admin", body={"source": SMOLLM2, "destination": "x"}),
     ("DELETE", "/api/delete"): Probe("admin", body={"model": SMOLLM2}),

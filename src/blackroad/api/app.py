@@ -7,6 +7,8 @@ its outcome, a refused oversized body included), then the body size limit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,12 +27,14 @@ from blackroad.api import (
     operations,
     usage,
 )
+from blackroad.api import fleet as fleet_api
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
 from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
+from blackroad.fleet.nodes import Nodes, refresh_forever
 from blackroad.identity.directory import Directory
 from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
@@ -54,11 +58,16 @@ def create_app(settings: Settings) -> FastAPI:
     pool = EnginePool(options, settings.max_loaded_models, settings.max_memory_bytes)
     service = Inference(Catalog(settings.models_dir, database), pool)
     metrics = Metrics(pool.health)
+    fleet = Nodes(database)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool.start()
+        refresher = asyncio.create_task(refresh_forever(fleet, settings.fleet_refresh_seconds))
         yield
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
         await service.close()
         database.close()
 
@@ -75,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.inference = service
     app.state.metrics = metrics
     app.state.directory = Directory(database)
+    app.state.nodes = fleet
     app.state.quotas = Quotas(database.tokens_since)
     app.state.lockout = Lockout(
         settings.lockout_slow_after,
@@ -92,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(account.router)
     app.include_router(admin.router)
+    app.include_router(fleet_api.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from blackroad.config import Settings
+from blackroad.fleet.nodes import Nodes
 from blackroad.identity.directory import Directory
 from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
@@ -39,4 +40,9 @@ def quotas(request: Request) -> Quotas:
 
 def lockout(request: Request) -> Lockout:
     value: Lockout = request.app.state.lockout
+    return value
+
+
+def nodes(request: Request) -> Nodes:
+    value: Nodes = request.app.state.nodes
     return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from blackroad import __version__
-from blackroad.cli import cost, groups, manage, models, registry, run, serve, users
+from blackroad.cli import cost, fleet, groups, manage, models, registry, run, serve, users
 
 app = typer.Typer(
     name="blackroad",
@@ -22,6 +22,8 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(users.users, name="users")
 app.add_typer(users.keys, name="keys")
 app.add_typer(groups.groups, name="groups")
+app.add_typer(fleet.nodes, name="nodes")
+app.command("fleet")(fleet.fleet)
 app.command("usage")(users.show_usage)
 app.command("cost")(cost.cost)
 app.command("list")(manage.list_models)

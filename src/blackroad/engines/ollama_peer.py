@@ -19,7 +19,7 @@ from blackroad.engines.base import (
     Message,
     SamplingParams,
 )
-from blackroad.engines.remote import Event, LineParser, RemoteEngine, TextOf
+from blackroad.engines.remote import Event, LineParser, RemoteEngine, TextOf, get_json
 from blackroad.errors import NodeUnavailable
 
 
@@ -66,6 +66,11 @@ def _parser(node: str, text_of: TextOf) -> LineParser:
 
 
 class OllamaPeer(RemoteEngine):
+    @staticmethod
+    async def discover(base_url: str, api_key: str | None) -> list[str]:
+        tags = await get_json(base_url, "/api/tags", api_key)
+        return sorted(str(model["name"]) for model in tags.get("models", []))
+
     def _body(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "stream": True}
         body["options"] = ollama_options(params)

@@ -20,7 +20,7 @@ from blackroad.engines.base import (
     Message,
     SamplingParams,
 )
-from blackroad.engines.remote import Event, RemoteEngine, TextOf
+from blackroad.engines.remote import Event, RemoteEngine, TextOf, get_json
 from blackroad.errors import NodeUnavailable
 
 
@@ -87,6 +87,11 @@ def _text(choice: Event) -> str | None:
 
 
 class OpenAIPeer(RemoteEngine):
+    @staticmethod
+    async def discover(base_url: str, api_key: str | None) -> list[str]:
+        listing = await get_json(base_url, "/v1/models", api_key)
+        return sorted(str(model["id"]) for model in listing.get("data", []))
+
     def _stream(self, path: str, body: dict[str, Any], text_of: TextOf) -> AsyncIterator[Chunk]:
         body = {**body, "model": self.model, "stream": True}
         body["stream_options"] = {"include_usage": True}

@@ -8,6 +8,7 @@ and becomes the matching BlackRoad error, so the client gets it unchanged.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -45,6 +46,26 @@ def error_message(body: bytes) -> str:
     if isinstance(error, Mapping):
         error = error.get("message")
     return str(error)[:500]
+
+
+async def get_json(base_url: str, path: str, api_key: str | None) -> Any:
+    """``GET path`` on a node: its JSON, or ``NodeUnavailable`` if the node does not answer."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+    try:
+        async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
+            response = await client.get(base_url.rstrip("/") + path)
+    except httpx.TransportError as exc:
+        raise NodeUnavailable(
+            f"the node at {base_url} is unreachable: {type(exc).__name__}", RETRY_AFTER
+        ) from exc
+    if response.status_code != 200:
+        raise NodeUnavailable(
+            f"the node at {base_url} answered {response.status_code} to {path}: "
+            f"{error_message(response.content)}",
+            RETRY_AFTER,
+        )
+    return response.json()
 
 
 class RemoteEngine(Engine):
@@ -124,6 +145,11 @@ class RemoteEngine(Engine):
     def _own_template(template: str | None) -> None:
         if template is not None:
             raise InvalidRequest("a remote node renders prompts with its own chat template")
+
+    @staticmethod
+    @abc.abstractmethod
+    async def discover(base_url: str, api_key: str | None) -> list[str]:
+        """The names of the models the node at ``base_url`` serves."""
 
     async def tokenize(self, text: str) -> list[int]:
         raise InvalidRequest(f"the node serving {self.model} does not tokenize for others")

@@ -44,6 +44,10 @@ class Inference:
         entries = await asyncio.to_thread(self.catalog.list)
         return [entry for entry in entries if caller.may_use(entry.name)]
 
+    async def catalog_names(self) -> list[str]:
+        """Every model this node serves, whoever asks."""
+        return [entry.name for entry in await asyncio.to_thread(self.catalog.list)]
+
     async def model(self, name: str, caller: Principal) -> ModelEntry:
         entry = await asyncio.to_thread(self.catalog.get, name)
         if not caller.may_use(entry.name):

@@ -104,3 +104,21 @@ class GroupMember(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class Node(Base):
+    """A remote server this control plane routes to: an Ollama or OpenAI-compatible peer."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "ollama" or "openai"
+    url: Mapped[str] = mapped_column(Text)
+    # The key BlackRoad presents to the peer (the peer's, not one of ours).
+    api_key: Mapped[str | None] = mapped_column(Text)
+    models: Mapped[list[str]] = mapped_column(JSON)  # as last discovered
+    state: Mapped[str] = mapped_column(String(16))  # "up" or "down"
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,29 @@
+"""The contract of ``fleet/``: what a node is, as the rest of BlackRoad sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from blackroad.engines.ollama_peer import OllamaPeer
+from blackroad.engines.openai_peer import OpenAIPeer
+from blackroad.engines.remote import RemoteEngine
+
+NodeKind = Literal["ollama", "openai"]
+# The engine that speaks each kind of peer's protocol.
+PEER_ENGINES: dict[str, type[RemoteEngine]] = {"ollama": OllamaPeer, "openai": OpenAIPeer}
+NodeState = Literal["up", "down"]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as the operator sees it; never carries the node's key."""
+
+    name: str
+    kind: str
+    url: str
+    state: str
+    models: tuple[str, ...]
+    last_seen: datetime | None
+    last_error: str | None
