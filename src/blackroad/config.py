@@ -78,6 +78,8 @@ class Settings:
     registry_key: str | None = None
     # This machine's name in usage records and, later, in the fleet.
     node_name: str = field(default_factory=socket.gethostname)
+    # How often a node that joined a control plane (``blackroad node``) reports its state.
+    heartbeat_seconds: float = 2.0
     # Failed key attempts from one client address: past ``lockout_slow_after``
     # within ``lockout_window`` seconds, each further refusal is delayed; at
     # ``lockout_attempts`` the address is locked out for ``lockout_seconds``.
@@ -85,8 +87,12 @@ class Settings:
     lockout_attempts: int = 10
     lockout_window: int = 300
     lockout_seconds: int = 900
-    # How often the models and health of the fleet's peers are asked again.
-    fleet_refresh_seconds: int = 15
+    # How often each peer is probed (its models listed, its breaker told).
+    fleet_probe_seconds: float = 2.0
+    # Requests the router sends to one peer at once; more wait for a free one.
+    node_concurrency: int = 4
+    # How long a request may wait for a free node before 503.
+    fleet_queue_timeout: float = 30.0
     # The energy and cost model (usage/cost.py). The node's power profile:
     # pi5, minipc, gpu, or auto (pi5 on a Raspberry Pi 5, minipc elsewhere).
     power_profile: str = "auto"
@@ -112,6 +118,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.home / "blackroad.db"
+
+    @property
+    def node_file(self) -> Path:
+        """Where ``blackroad node`` keeps its membership: control plane, credential, key."""
+        return self.home / "node.json"
 
     @property
     def auth_required(self) -> bool:

@@ -103,9 +103,23 @@ class QueueFull(ServiceUnavailable):
 
 
 class NodeUnavailable(ServiceUnavailable):
-    """A remote node could not be reached, timed out, or failed (5xx, a cut stream)."""
+    """A remote node could not be reached, timed out, or failed (5xx, a cut stream).
+
+    ``dead`` says the node itself is gone (refused the connection, or dropped
+    one mid-answer), not merely slow or failing one request: the fleet takes
+    such a node out of rotation at once. ``refused`` says it refused
+    BlackRoad's credential: asked again soon, it would count every attempt
+    as a wrong key and lock BlackRoad out.
+    """
 
     code = "node_unavailable"
+
+    def __init__(
+        self, message: str, retry_after: int = 1, dead: bool = False, refused: bool = False
+    ) -> None:
+        super().__init__(message, retry_after)
+        self.dead = dead
+        self.refused = refused
 
 
 class EngineError(BlackRoadError):

@@ -9,8 +9,9 @@ what the route is:
 - ``public``: answers anyone, and holds nothing of anyone's;
 - ``admin``: B's own key (inference scope) is refused with 403;
 - ``caller``: answers B about B only, checked by the probe's ``check``;
-- ``credentials``: takes a name and password instead of a key, and refuses
-  B's attempt at A's with 401 whatever key B sends.
+- ``credentials``: takes a name and password (or a node's join token or
+  credential) instead of a key, and refuses B's attempt at A's with 401
+  whatever key B sends.
 
 Every non-public route also refuses a request without a key (401), and no
 answer to B contains A's name or key prefix. At the end, A's account, keys
@@ -94,6 +95,28 @@ def _own_usage(response: httpx.Response, _: World) -> None:
 
 CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 OLLAMA = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 1}}
+CAPABILITIES = {"arch": "x86_64", "cores": 1, "simd": [], "accelerators": []}
+JOIN = {
+    "token": "brj-" + "0" * 43,
+    "name": "b-node",
+    "url": "http://127.0.0.1:9",
+    "key": "b-key",
+    "capabilities": CAPABILITIES,
+}
+HEARTBEAT = {
+    "models": [SMOLLM2],
+    "stats": {
+        "loaded": [],
+        "active": 0,
+        "queued": 0,
+        "free_memory_bytes": None,
+        "decode_tokens_per_second": {},
+        "capabilities": CAPABILITIES,
+        "heartbeat_seconds": 2.0,
+        "num_ctx": 4096,
+        "num_seq": 4,
+    },
+}
 PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/"): Probe("public"),
     ("HEAD", "/"): Probe("public"),
@@ -140,6 +163,15 @@ PROBES: dict[tuple[str, str], Probe] = {
         "admin", body={"name": "b-node", "kind": "ollama", "url": "http://127.0.0.1:9"}
     ),
     ("DELETE", "/api/fleet/nodes/{name}"): Probe("admin", "/api/fleet/nodes/any"),
+    ("POST", "/api/fleet/tokens"): Probe("admin", body={}),
+    ("GET", "/api/fleet/tokens"): Probe("admin"),
+    ("DELETE", "/api/fleet/tokens/{prefix}"): Probe("admin", "/api/fleet/tokens/brj-none"),
+    ("GET", "/api/fleet/placements"): Probe("admin"),
+    ("POST", "/api/fleet/placements"): Probe("admin", body={"model": "x:1", "replicas": 1}),
+    ("DELETE", "/api/fleet/placements/{model:path}"): Probe("admin", "/api/fleet/placements/x:1"),
+    # Nodes: a join token, or a joined node's credential, instead of a key.
+    ("POST", "/api/fleet/join"): Probe("credentials", body=JOIN),
+    ("POST", "/api/fleet/heartbeat"): Probe("credentials", body=HEARTBEAT),
     ("POST", "/api/create"): Probe("admin", body={"model": "x", "from": SMOLLM2}),
     ("POST", "/api/copy"): Probe("admin", body={"source": SMOLLM2, "destination": "x"}),
     ("DELETE", "/api/delete"): Probe("admin", body={"model": SMOLLM2}),

@@ -470,3 +470,17 @@ def test_blob_with_a_wrong_digest_is_discarded(server: Server) -> None:
     refused = httpx.post(f"{server.url}/api/blobs/{digest}", content=b"hello blob")
     assert refused.status_code == 400 and "digest" in refused.json()["error"]
     assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 404
+
+
+def test_chat_continues_a_final_assistant_message(ol: ollama.Client) -> None:
+    """As Ollama does; the fleet relies on it to resume a stream on another node."""
+    story = [{"role": "user", "content": STORY}]
+    pieces = [
+        part.message.content or ""
+        for part in ol.chat(
+            model=SMOLLM2, messages=story, stream=True, options={**GREEDY, "num_predict": 20}
+        )
+    ]
+    partial = [*story, {"role": "assistant", "content": "".join(pieces[:6])}]
+    rest = ol.chat(model=SMOLLM2, messages=partial, options={**GREEDY, "num_predict": 14})
+    assert rest.message.content == "".join(pieces[6:])

@@ -203,6 +203,36 @@ def test_sampling_extensions_are_accepted(client: openai.OpenAI) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens <= 4
 
 
+def test_a_final_assistant_message_is_continued_with_vllms_fields(client: openai.OpenAI) -> None:
+    """How the fleet resumes a stream on another node: the rest, as if never cut."""
+    pieces = [
+        event.choices[0].delta.content
+        for event in client.chat.completions.create(
+            model=SMOLLM2, messages=STORY, max_tokens=24, temperature=0, stream=True
+        )
+        if event.choices and event.choices[0].delta.content
+    ]
+    partial: list[ChatCompletionMessageParam] = [
+        *STORY,
+        {"role": "assistant", "content": "".join(pieces[:8])},
+    ]
+    rest = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=partial,
+        max_tokens=24 - 8,
+        temperature=0,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    assert rest.choices[0].message.content == "".join(pieces[8:])
+    for fields, param in [
+        ({"continue_final_message": True}, "add_generation_prompt"),
+        ({"continue_final_message": True, "add_generation_prompt": False}, "messages"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=SMOLLM2, messages=STORY, extra_body=fields)
+        assert isinstance(refused.value.body, dict) and refused.value.body["param"] == param
+
+
 # -- completions -------------------------------------------------------------
 
 

@@ -74,3 +74,18 @@ def test_raise_exception_in_a_template_is_a_bad_request() -> None:
     strict = ChatTemplate("gguf", "{{ raise_exception('roles must alternate') }}", "", "")
     with pytest.raises(InvalidRequest, match="roles must alternate"):
         strict.render(USER_ONLY)
+
+
+@pytest.mark.parametrize(
+    ("model", "opening"),
+    [(SMOLLM2, "<|im_start|>assistant\n"), (GEMMA3, "<start_of_turn>model\n")],
+)
+def test_a_final_assistant_message_is_continued_not_closed(model: str, opening: str) -> None:
+    template = template_of(model)
+    partial = [*USER_ONLY, {"role": "assistant", "content": "Hello! How"}]
+    assert template.render(partial, continue_final=True) == template.render(USER_ONLY) + (
+        "Hello! How"
+    )
+    assert template.render(USER_ONLY).endswith(opening)
+    with pytest.raises(InvalidRequest, match="assistant"):
+        template.render(USER_ONLY, continue_final=True)

@@ -18,11 +18,22 @@ import httpx
 BLACKROAD = Path(sys.executable).parent / "blackroad"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, never one this process handed out before.
+
+    Servers are started without waiting for each other: between a port being
+    handed out and its server binding it, the kernel may offer it again.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass

@@ -34,14 +34,25 @@ from blackroad.api.recording import RecordingMiddleware
 from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
-from blackroad.fleet.nodes import Nodes, refresh_forever
+from blackroad.fleet.members import LocalMember
+from blackroad.fleet.nodes import Nodes
+from blackroad.fleet.placement import Placements, Placer
+from blackroad.fleet.probes import watch
+from blackroad.fleet.router import Router
 from blackroad.identity.directory import Directory
 from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
 from blackroad.models.catalog import Catalog
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
-from blackroad.usage.metrics import Metrics
+from blackroad.usage.metrics import Metrics, NodeLoad
+
+
+def router_loads(router: Router) -> list[NodeLoad]:
+    return [
+        NodeLoad(t.name, t.breaker.state == "closed", t.outstanding, t.speed)
+        for t in router.targets.values()
+    ]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -56,18 +67,27 @@ def create_app(settings: Settings) -> FastAPI:
         n_cached=settings.num_cached,
     )
     pool = EnginePool(options, settings.max_loaded_models, settings.max_memory_bytes)
-    service = Inference(Catalog(settings.models_dir, database), pool)
-    metrics = Metrics(pool.health)
+    catalog = Catalog(settings.models_dir, database)
+    router = Router(
+        [LocalMember(settings.node_name, catalog, pool)],
+        queue_size=settings.max_queue,
+        queue_timeout=settings.fleet_queue_timeout,
+    )
+    service = Inference(catalog, pool, router)
+    metrics = Metrics(pool.health, lambda: router_loads(router))
     fleet = Nodes(database)
+    placer = Placer(Placements(database), settings.registry, settings.registry_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool.start()
-        refresher = asyncio.create_task(refresh_forever(fleet, settings.fleet_refresh_seconds))
+        prober = asyncio.create_task(
+            watch(fleet, router, placer, settings.fleet_probe_seconds, settings.node_concurrency)
+        )
         yield
-        refresher.cancel()
+        prober.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+            await prober
         await service.close()
         database.close()
 
@@ -85,6 +105,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.directory = Directory(database)
     app.state.nodes = fleet
+    app.state.router = router
+    app.state.placer = placer
     app.state.quotas = Quotas(database.tokens_since)
     app.state.lockout = Lockout(
         settings.lockout_slow_after,
@@ -114,6 +136,10 @@ def create_app(settings: Settings) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, unlimited=("/api/blobs/",)
     )
     app.add_middleware(
-        RecordingMiddleware, database=database, metrics=metrics, node=settings.node_name
+        RecordingMiddleware,
+        database=database,
+        metrics=metrics,
+        node=settings.node_name,
+        unrecorded=frozenset({"/api/fleet/heartbeat"}),
     )
     return app

@@ -1,13 +1,20 @@
-"""``/api/fleet``: the nodes of the fleet, this one first; adding and removing peers. Admins only.
+"""``/api/fleet``: the nodes of the fleet, this one first; peers, join tokens, and nodes joining.
 
-Peers are refreshed by the app in the background (``fleet_refresh_seconds``);
-what is listed is their state as of the last refresh. A node's key is never
-shown.
+Most routes are for admins: listing the fleet (with the router's view of
+each node), adding and removing peers, placing models, creating, listing and
+revoking join tokens. Two are for nodes, and take no
+API key: ``POST /api/fleet/join`` is authenticated by a join token,
+``POST /api/fleet/heartbeat`` by the credential a node got when it joined
+(``fleet/membership.py``). Peers are probed by the app in the background and
+joined nodes report by heartbeat; what is listed is their state as last
+known. A node's key, a token's secret and a node's credential are never
+shown, except a new token or credential, once, to whoever made it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -16,19 +23,62 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from blackroad.api.auth import require_scope
-from blackroad.api.state import inference, nodes, settings
+from blackroad.api.recording import request_log
+from blackroad.api.state import database, fleet_router, inference, nodes, placer, settings
+from blackroad.errors import Unauthorized
+from blackroad.fleet.heartbeat import Capabilities, Stats
+from blackroad.fleet.membership import TOKEN_PREFIX_LENGTH, Membership, TokenInfo
+from blackroad.fleet.placement import MAX_REPLICAS
+from blackroad.fleet.probes import resync
 from blackroad.fleet.types import NodeInfo
+from blackroad.identity.keys import bearer_token
 
-router = APIRouter(prefix="/api/fleet", dependencies=[Depends(require_scope("admin"))])
+# One router, with the admin check on each admin route rather than on the
+# router, since the nodes' routes share its prefix but take no API key.
+router = APIRouter(prefix="/api/fleet")
+ADMIN = [Depends(require_scope("admin"))]
+NodeName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NodeUrl = Field(min_length=8, max_length=2048)
+NodeKey = Field(default=None, max_length=4096)
 
 
 class NodeAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = NodeName
     kind: Literal["ollama", "openai"]
-    url: str = Field(min_length=8, max_length=2048)
-    key: str | None = Field(default=None, max_length=4096)
+    url: str = NodeUrl
+    key: str | None = NodeKey
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: int | None = Field(default=None, ge=60, description="seconds")
+
+
+class FromNode(BaseModel):
+    # Fields a newer node sends are dropped, not refused: nodes and their
+    # control plane are upgraded one at a time.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Join(FromNode):
+    token: str | None = Field(default=None, max_length=256)  # or as the Bearer token
+    name: str = NodeName
+    url: str = NodeUrl
+    key: str | None = NodeKey
+    capabilities: Capabilities
+
+
+class Heartbeat(FromNode):
+    url: str | None = Field(default=None, max_length=2048)
+    models: list[str] = Field(max_length=10_000)
+    stats: Stats
+
+
+def _membership(request: Request) -> Membership:
+    return Membership(database(request))
 
 
 def node_view(node: NodeInfo) -> dict[str, Any]:
@@ -38,7 +88,14 @@ def node_view(node: NodeInfo) -> dict[str, Any]:
     return view
 
 
-@router.get("")
+def token_view(token: TokenInfo) -> dict[str, Any]:
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in dataclasses.asdict(token).items()
+    }
+
+
+@router.get("", dependencies=ADMIN)
 async def fleet(request: Request) -> dict[str, Any]:
     local = await inference(request).catalog_names()
     this = {
@@ -49,17 +106,133 @@ async def fleet(request: Request) -> dict[str, Any]:
         "models": local,
         "last_seen": None,
         "last_error": None,
+        "stats": None,
     }
     peers = await run_in_threadpool(nodes(request).nodes)
-    return {"nodes": [this, *(node_view(node) for node in peers)]}
+    listed = [this, *(node_view(node) for node in peers)]
+    routing = fleet_router(request)
+    for view in listed:
+        view["route"] = routing.view(view["name"])  # the router's own view: breaker, load
+    return {"nodes": listed}
 
 
-@router.post("/nodes", status_code=201)
-async def add_node(body: NodeAdd, request: Request) -> dict[str, Any]:
-    return node_view(await nodes(request).add(body.name, body.kind, body.url, body.key))
+class PlacementSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=256)
+    replicas: int = Field(ge=0, le=MAX_REPLICAS)
 
 
-@router.delete("/nodes/{name}", status_code=204)
-async def remove_node(name: str, request: Request) -> Response:
-    await run_in_threadpool(nodes(request).remove, name)
+async def _placements(request: Request) -> list[dict[str, Any]]:
+    wanted = await run_in_threadpool(placer(request).placements.wanted)
+    status = placer(request).status(fleet_router(request), wanted)
+    return [dataclasses.asdict(placement) for placement in status]
+
+
+@router.get("/placements", dependencies=ADMIN)
+async def list_placements(request: Request) -> dict[str, Any]:
+    """The models the fleet keeps replicas of, and where they are."""
+    return {"placements": await _placements(request)}
+
+
+@router.post("/placements", dependencies=ADMIN)
+async def place(body: PlacementSet, request: Request) -> dict[str, Any]:
+    """Keep ``replicas`` of a model on the fleet's nodes (0: stop placing it)."""
+    await run_in_threadpool(placer(request).placements.set, body.model, body.replicas)
+    return {"placements": await _placements(request)}
+
+
+@router.delete("/placements/{model:path}", status_code=204, dependencies=ADMIN)
+async def unplace(model: str, request: Request) -> Response:
+    await run_in_threadpool(placer(request).placements.set, model, 0)
     return Response(status_code=204)
+
+
+async def _resync(request: Request) -> None:
+    """Route to the peers as the database has them now, without waiting for the next probe."""
+    await resync(nodes(request), fleet_router(request), settings(request).node_concurrency)
+
+
+@router.post("/nodes", status_code=201, dependencies=ADMIN)
+async def add_node(body: NodeAdd, request: Request) -> dict[str, Any]:
+    added = await nodes(request).add(body.name, body.kind, body.url, body.key)
+    await _resync(request)
+    return node_view(added)
+
+
+@router.delete("/nodes/{name}", status_code=204, dependencies=ADMIN)
+async def remove_node(name: str, request: Request) -> Response:
+    # A joined node's credential lives on its row: removing the node revokes it.
+    await run_in_threadpool(nodes(request).remove, name)
+    await _resync(request)
+    return Response(status_code=204)
+
+
+# -- join tokens (admins) ------------------------------------------------------
+
+
+@router.post("/tokens", status_code=201, dependencies=ADMIN)
+async def create_token(body: TokenCreate, request: Request) -> dict[str, Any]:
+    """A new join token; its secret is in this answer only."""
+    expires_at = None
+    if body.expires_in is not None:
+        expires_at = datetime.now(UTC) + timedelta(seconds=body.expires_in)
+    new = await run_in_threadpool(_membership(request).create_token, expires_at)
+    return {
+        "token": new.secret,
+        "prefix": new.prefix,
+        "expires_at": None if expires_at is None else expires_at.isoformat(),
+    }
+
+
+@router.get("/tokens", dependencies=ADMIN)
+async def list_tokens(request: Request) -> dict[str, Any]:
+    tokens = await run_in_threadpool(_membership(request).tokens)
+    return {"tokens": [token_view(token) for token in tokens]}
+
+
+@router.delete("/tokens/{prefix}", status_code=204, dependencies=ADMIN)
+async def revoke_token(prefix: str, request: Request) -> Response:
+    await run_in_threadpool(_membership(request).revoke_token, prefix)
+    return Response(status_code=204)
+
+
+# -- nodes joining and reporting (no API key) ------------------------------------
+#
+# Wrong tokens and credentials are not counted by the lockout (identity/lockout.py):
+# both are 256 random bits, never guessable, and a removed node keeps beating
+# with its dead credential, which would lock out its address, and everyone
+# behind the same address, for nothing.
+
+
+@router.post("/join", status_code=201)
+async def join(body: Join, request: Request) -> dict[str, Any]:
+    """Admit a node with a join token; its credential for heartbeats, shown this once."""
+    token = body.token or bearer_token(request.headers.get("authorization", ""))
+    if token is None:
+        raise Unauthorized("A join token is needed: send it as 'token' or as the Bearer token.")
+    joined = await run_in_threadpool(
+        _membership(request).join, token, body.name, body.url, body.key, body.capabilities
+    )
+    request_log(request).key_prefix = token[:TOKEN_PREFIX_LENGTH]  # which token let it in
+    return {"name": joined.name, "credential": joined.credential}
+
+
+async def node_credential(request: Request) -> str:
+    """A route dependency: the credential of a node in the fleet, checked before the body."""
+    credential = bearer_token(request.headers.get("authorization", ""))
+    if credential is None:
+        raise Unauthorized("Send this node's credential as 'Authorization: Bearer <credential>'.")
+    await run_in_threadpool(_membership(request).node_of, credential)
+    return credential
+
+
+@router.post("/heartbeat")
+async def heartbeat(
+    body: Heartbeat, request: Request, credential: str = Depends(node_credential)
+) -> dict[str, Any]:
+    """Record a node's state: up, seen now, serving what it reports."""
+    name = await run_in_threadpool(
+        _membership(request).heartbeat, credential, body.models, body.stats, body.url
+    )
+    return {"name": name, "state": "up"}

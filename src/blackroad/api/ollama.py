@@ -31,13 +31,13 @@ from blackroad.api.ollama_types import (
     parse_duration,
 )
 from blackroad.api.recording import RequestLog, request_log
-from blackroad.api.state import inference
+from blackroad.api.state import forwarded, inference
 from blackroad.api.streaming import collect, event_response, started, tracked
 from blackroad.engines.base import CacheHealth, Chunk, Finish
-from blackroad.engines.llamacpp import LlamaCppEngine
 from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry
+from blackroad.service.inference import ModelRef
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_scope("inference"))])
 # The Ollama API level this server speaks; clients compare it to feature minimums.
@@ -102,20 +102,27 @@ async def version() -> dict[str, str]:
 
 @router.get("/tags")
 async def tags(request: Request) -> dict[str, Any]:
-    entries = await inference(request).models(principal(request))
-    return {
-        "models": [
-            {
-                "name": e.name,
-                "model": e.name,
-                "modified_at": timestamp(e.modified_at),
-                "size": e.size,
-                "digest": digest_of(e),
-                "details": details(e),
-            }
-            for e in entries
-        ]
-    }
+    service, caller = inference(request), principal(request)
+    entries = await service.models(caller)
+    here = [
+        {
+            "name": e.name,
+            "model": e.name,
+            "modified_at": timestamp(e.modified_at),
+            "size": e.size,
+            "digest": digest_of(e),
+            "details": details(e),
+        }
+        for e in entries
+    ]
+    # Models only peers serve: this node knows their names, not their files.
+    unknown = timestamp(datetime.fromtimestamp(0, UTC))
+    peers = [
+        {"name": n, "model": n, "modified_at": unknown, "size": 0, "digest": "", "details": {}}
+        for n in service.peer_models(caller, [e.name for e in entries])
+        if not forwarded(request)  # another node's router asks what this node serves itself
+    ]
+    return {"models": here + peers}
 
 
 @router.post("/show")
@@ -188,48 +195,44 @@ async def ps(request: Request) -> dict[str, Any]:
     return {"models": models}
 
 
-async def _engine_for(body: _Inference, request: Request) -> LlamaCppEngine:
+async def _model_for(body: _Inference, request: Request) -> ModelRef:
     if body.think:
         raise InvalidRequest(f"{body.model_name} does not support thinking", param="think")
+    return await inference(request).resolve(body.model_name, principal(request), forwarded(request))
+
+
+def _placement(body: _Inference, request: Request) -> dict[str, Any]:
+    """Where and for how long the model runs: the request's keep_alive, num_ctx, num_thread."""
     options = body.options
-    return await inference(request).engine(
-        body.model_name,
-        principal(request),
-        n_ctx=options.num_ctx if options else None,
-        n_threads=options.num_thread if options else None,
-    )
+    return {
+        "keep_alive": body.keep_alive_seconds(),
+        "n_ctx": options.num_ctx if options else None,
+        "n_threads": options.num_thread if options else None,
+    }
 
 
 async def _load_or_unload(
-    engine: LlamaCppEngine, body: _Inference, request: Request, shape: dict[str, Any]
+    model: ModelRef, body: _Inference, request: Request, shape: dict[str, Any]
 ) -> dict[str, Any]:
     """An empty prompt loads the model, or with keep_alive 0 unloads it (Ollama's way)."""
-    keep_alive = body.keep_alive_seconds()
     service = inference(request)
-    if keep_alive == 0:
-        await engine.unload()
+    if body.keep_alive_seconds() == 0:
+        await service.unload(model)
         reason = "unload"
     else:
-        await engine.load()
-        await service.release(engine, keep_alive)
+        await service.load(model, **_placement(body, request))
         reason = "load"
     return {"model": body.model_name, "created_at": timestamp(), **shape, "done": True,
             "done_reason": reason}  # fmt: skip
 
 
 async def _respond(
-    body: _Inference,
-    request: Request,
-    engine: LlamaCppEngine,
-    stream: AsyncIterator[Chunk],
-    piece: Any,
+    body: _Inference, request: Request, stream: AsyncIterator[Chunk], piece: Any
 ) -> dict[str, Any] | StreamingResponse:
     """Non-streamed: one object; streamed: NDJSON. ``piece`` shapes a text fragment."""
     started_ns = time.perf_counter_ns()
     record = request_log(request)
-    service = inference(request)
-    first = await started(stream)
-    chunks = tracked(service.held(engine, first, body.keep_alive_seconds()), record)
+    chunks = tracked(await started(stream), record)
     if not body.stream:
         text, finish = await collect(chunks)
         return {"model": body.model_name, "created_at": timestamp(), **piece(text),
@@ -258,20 +261,21 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
             param="context",
         )
     service = inference(request)
-    engine = await _engine_for(body, request)
+    model = await _model_for(body, request)
     if not body.prompt and body.suffix is None:
-        return await _load_or_unload(engine, body, request, {"response": ""})
-    params = service.sampling(engine.entry, body.overrides())
+        return await _load_or_unload(model, body, request, {"response": ""})
+    params = service.sampling(model, body.overrides())
+    where = {**_placement(body, request), "on_node": request_log(request).served_by}
     if body.suffix is not None:
-        stream = engine.stream_infill(body.prompt, body.suffix, params)
+        stream = service.generate(model, params, prompt=body.prompt, suffix=body.suffix, **where)
     elif body.raw:
-        stream = engine.stream_completion(body.prompt, params)
+        stream = service.generate(model, params, prompt=body.prompt, **where)
     else:
-        system = body.system if body.system is not None else engine.entry.config.system
+        system = body.system if body.system is not None else model.config.system
         turns = [{"role": "system", "content": system}] if system else []
         turns.append({"role": "user", "content": body.prompt})
-        stream = engine.stream_chat(turns, params, template=body.template)
-    return await _respond(body, request, engine, stream, lambda text: {"response": text})
+        stream = service.generate(model, params, messages=turns, template=body.template, **where)
+    return await _respond(body, request, stream, lambda text: {"response": text})
 
 
 @router.post("/chat", response_model=None)
@@ -285,19 +289,26 @@ async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]
                 f"{body.model_name} does not support images", param=f"messages[{index}].images"
             )
     service = inference(request)
-    engine = await _engine_for(body, request)
+    model = await _model_for(body, request)
     if not body.messages:
         empty = {"message": {"role": "assistant", "content": ""}}
-        return await _load_or_unload(engine, body, request, empty)
+        return await _load_or_unload(model, body, request, empty)
     messages = service.conversation(
-        engine.entry, [{"role": m.role, "content": m.content} for m in body.messages]
+        model, [{"role": m.role, "content": m.content} for m in body.messages]
     )
-    params = service.sampling(engine.entry, body.overrides())
-    stream = engine.stream_chat(messages, params)
+    params = service.sampling(model, body.overrides())
+    stream = service.generate(
+        model,
+        params,
+        messages=messages,
+        # Ollama continues a conversation that ends with the assistant's message.
+        continue_final=body.messages[-1].role == "assistant",
+        on_node=request_log(request).served_by,
+        **_placement(body, request),
+    )
     return await _respond(
-        body, request, engine, stream,
-        lambda text: {"message": {"role": "assistant", "content": text}},
-    )  # fmt: skip
+        body, request, stream, lambda text: {"message": {"role": "assistant", "content": text}}
+    )
 
 
 async def _embed(
@@ -306,12 +317,9 @@ async def _embed(
     record = request_log(request)
     record.model = model
     service = inference(request)
-    engine = await service.engine(model, principal(request))
+    ref = await service.resolve(model, principal(request), forwarded(request))
     started_ns = time.perf_counter_ns()
-    try:
-        result = await engine.embed(texts, truncate=truncate)
-    finally:
-        await service.release(engine, keep_alive)
+    result = await service.embed(ref, texts, truncate, keep_alive, on_node=record.served_by)
     record.add_usage(result.prompt_tokens, 0)
     return result.vectors, result.prompt_tokens, time.perf_counter_ns() - started_ns
 

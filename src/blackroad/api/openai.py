@@ -26,7 +26,7 @@ from blackroad.api.openai_types import (
     EmbeddingRequest,
 )
 from blackroad.api.recording import RequestLog, request_log
-from blackroad.api.state import inference
+from blackroad.api.state import forwarded, inference
 from blackroad.api.streaming import collect, event_response, started, tracked
 from blackroad.engines.base import Chunk, Finish
 from blackroad.errors import InvalidRequest
@@ -57,15 +57,24 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
+def _peer_model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "blackroad"}
+
+
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    entries = await inference(request).models(principal(request))
-    return {"object": "list", "data": [_model_object(e) for e in entries]}
+    service, caller = inference(request), principal(request)
+    entries = await service.models(caller)
+    # Another node's router asks what this node serves itself.
+    peers = [] if forwarded(request) else service.peer_models(caller, [e.name for e in entries])
+    data = [_model_object(e) for e in entries] + [_peer_model_object(m) for m in peers]
+    return {"object": "list", "data": data}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    return _model_object(await inference(request).model(model_id, principal(request)))
+    model = await inference(request).resolve(model_id, principal(request), forwarded(request))
+    return _peer_model_object(model.name) if model.entry is None else _model_object(model.entry)
 
 
 def _event_stream(record: RequestLog, events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
@@ -81,16 +90,23 @@ async def chat_completions(
     record = request_log(request)
     record.model = body.model
     service = inference(request)
-    engine = await service.engine(body.model, principal(request))
-    messages = service.conversation(engine.entry, body.rendered_messages())
-    params = service.sampling(engine.entry, body.sampling())
+    model = await service.resolve(body.model, principal(request), forwarded(request))
+    messages = service.conversation(model, body.rendered_messages())
+    params = service.sampling(model, body.sampling())
+    generation = service.generate(
+        model,
+        params,
+        messages=messages,
+        continue_final=body.continue_final(),
+        on_node=record.served_by,
+    )
     try:
-        first = await started(engine.stream_chat(messages, params))
+        first = await started(generation)
     except InvalidRequest as exc:
         if exc.param == "max_tokens" and body.max_completion_tokens is not None:
             exc.param = "max_completion_tokens"  # the engine's name for the client's field
         raise
-    stream = tracked(service.held(engine, first, None), record)
+    stream = tracked(first, record)
     completion_id = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
 
@@ -156,8 +172,8 @@ async def completions(
     record = request_log(request)
     record.model = body.model
     service = inference(request)
-    engine = await service.engine(body.model, principal(request))
-    params = service.sampling(engine.entry, body.sampling())
+    model = await service.resolve(body.model, principal(request), forwarded(request))
+    params = service.sampling(model, body.sampling())
     prompts = body.prompts()
     completion_id = f"cmpl-{secrets.token_hex(12)}"
     created = int(time.time())
@@ -183,11 +199,13 @@ async def completions(
 
     # Prompts are generated in turn; the first is started here so that its
     # errors (queue full, prompt too long) still become an HTTP status.
-    first = await started(engine.stream_completion(prompts[0], params))
+    def generation(index: int) -> AsyncIterator[Chunk]:
+        return service.generate(model, params, prompt=prompts[index], on_node=record.served_by)
+
+    first = await started(generation(0))
 
     def stream_for(index: int) -> AsyncIterator[Chunk]:
-        stream = first if index == 0 else engine.stream_completion(prompts[index], params)
-        return tracked(service.held(engine, stream, None), record)
+        return tracked(first if index == 0 else generation(index), record)
 
     if not body.stream:
         choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -221,18 +239,14 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     record.model = body.model
     inputs = body.inputs()
     service = inference(request)
-    engine = await service.engine(body.model, principal(request))
-    entry = engine.entry
-    if body.dimensions is not None and body.dimensions != entry.metadata.embedding_length:
+    model = await service.resolve(body.model, principal(request), forwarded(request))
+    result = await service.embed(model, inputs, on_node=record.served_by)
+    width = len(result.vectors[0])
+    if body.dimensions is not None and body.dimensions != width:
         raise InvalidRequest(
-            f"{body.model} produces {entry.metadata.embedding_length}-dimensional embeddings "
-            "and cannot shorten them",
+            f"{body.model} produces {width}-dimensional embeddings and cannot shorten them",
             param="dimensions",
         )
-    try:
-        result = await engine.embed(inputs)
-    finally:
-        await service.release(engine, None)
     record.add_usage(result.prompt_tokens, 0)
 
     def encode(vector: list[float]) -> list[float] | str:

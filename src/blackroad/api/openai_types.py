@@ -126,6 +126,25 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
+    # vLLM's extension, which the fleet uses to resume a stream on another
+    # node: continue the final assistant message instead of answering it.
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
+
+    def continue_final(self) -> bool:
+        if not self.continue_final_message:
+            return False
+        if self.add_generation_prompt:
+            raise InvalidRequest(
+                "continue_final_message needs add_generation_prompt false",
+                param="add_generation_prompt",
+            )
+        if self.messages[-1].role != "assistant":
+            raise InvalidRequest(
+                "continue_final_message needs the last message to be the assistant's",
+                param="messages",
+            )
+        return True
 
     def json_schema(self) -> dict[str, Any] | None:
         fmt = self.response_format

@@ -60,6 +60,10 @@ class RequestLog:
         if self.ttft_ms is None:
             self.ttft_ms = (time.perf_counter() - self.started) * 1000
 
+    def served_by(self, node: str) -> None:
+        """The fleet routed (the latest part of) this request to ``node``."""
+        self.node = node
+
     def add_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
@@ -98,7 +102,9 @@ class RequestLog:
             duration_ms=duration * 1000,
             error=self.error,
         )
-        await asyncio.to_thread(self.database.record_request, record)
+        # Shielded: a client that leaves cancels the task writing its record,
+        # and a write still queued for a worker thread would be dropped with it.
+        await asyncio.shield(asyncio.to_thread(self.database.record_request, record))
 
 
 def request_log(request: Request) -> RequestLog:
@@ -107,11 +113,21 @@ def request_log(request: Request) -> RequestLog:
 
 
 class RecordingMiddleware:
-    def __init__(self, app: ASGIApp, database: Database, metrics: Metrics, node: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        database: Database,
+        metrics: Metrics,
+        node: str,
+        unrecorded: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.database = database
         self.metrics = metrics
-        self.node = node  # one node serves every request until the fleet routes them
+        self.node = node  # this one, until the fleet routes a request elsewhere
+        # Paths not recorded: machine chatter (a node's heartbeat every few
+        # seconds) that would drown the requests people make.
+        self.unrecorded = unrecorded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,6 +142,7 @@ class RecordingMiddleware:
             client=f"{client[0]}:{client[1]}" if client else None,
             scope=scope,
             node=self.node,
+            committed=scope["path"] in self.unrecorded,  # as if already written: never written
         )
         scope.setdefault("state", {})["request_log"] = log
         finished = False

@@ -5,7 +5,10 @@ from __future__ import annotations
 from fastapi import Request
 
 from blackroad.config import Settings
+from blackroad.engines.remote import FORWARDED_HEADER
 from blackroad.fleet.nodes import Nodes
+from blackroad.fleet.placement import Placer
+from blackroad.fleet.router import Router
 from blackroad.identity.directory import Directory
 from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
@@ -46,3 +49,18 @@ def lockout(request: Request) -> Lockout:
 def nodes(request: Request) -> Nodes:
     value: Nodes = request.app.state.nodes
     return value
+
+
+def fleet_router(request: Request) -> Router:
+    value: Router = request.app.state.router
+    return value
+
+
+def placer(request: Request) -> Placer:
+    value: Placer = request.app.state.placer
+    return value
+
+
+def forwarded(request: Request) -> bool:
+    """Did another node's router send this request here (so it must be served here)?"""
+    return FORWARDED_HEADER in request.headers

@@ -1,31 +1,47 @@
-"""``blackroad nodes`` and ``blackroad fleet``: the peers of this control plane, and their state.
+"""``blackroad nodes`` and ``blackroad fleet``: the nodes of this control plane, and their state.
 
 They work on this machine's database, as ``blackroad users`` does; the
-running server reads the same database and refreshes the peers' state.
+running server reads the same database, probes the peers, and records the
+heartbeats of the nodes that joined with a token (``nodes token``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import typer
 from rich.table import Table
 
 from blackroad.cli.client import console, fail
+from blackroad.cli.users import expiry
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
+from blackroad.fleet.membership import Membership
 from blackroad.fleet.nodes import Nodes
 from blackroad.fleet.types import NodeInfo
 from blackroad.store.database import Database
 
 nodes = typer.Typer(
-    help="The fleet's peers: Ollama and OpenAI-compatible servers.", no_args_is_help=True
+    help="The fleet's nodes: BlackRoad nodes that joined, Ollama and OpenAI-compatible peers.",
+    no_args_is_help=True,
 )
+tokens = typer.Typer(
+    help="Join tokens: what lets a machine join with blackroad node --join.",
+    no_args_is_help=True,
+)
+nodes.add_typer(tokens, name="token")
+
+
+def _database() -> Database:
+    return Database(Settings.from_env().database_path)
 
 
 def _nodes() -> Nodes:
-    return Nodes(Database(Settings.from_env().database_path))
+    return Nodes(_database())
 
 
 @nodes.command("add")
@@ -52,7 +68,7 @@ def list_nodes() -> None:
 
 @nodes.command("rm")
 def remove_node(name: str) -> None:
-    """Remove a peer."""
+    """Remove a node; a node that joined can no longer report (its credential dies with it)."""
     try:
         _nodes().remove(name)
     except BlackRoadError as exc:
@@ -61,19 +77,70 @@ def remove_node(name: str) -> None:
 
 
 def fleet(refresh: bool = typer.Option(False, help="Ask every peer now.")) -> None:
-    """Every node of the fleet: kind, state, models, last seen."""
+    """Every node of the fleet: kind, state, models, load, decode speed, last seen."""
     found = _nodes()
-    _table(asyncio.run(found.refresh()) if refresh else found.nodes())
+    listed = asyncio.run(found.refresh()) if refresh else found.nodes()
+    _table(listed)
+
+
+@tokens.command("create")
+def create_token(
+    expires_in: str | None = typer.Option(None, help="Lifetime, e.g. 12h, 1d, 8w [never]."),
+) -> None:
+    """Create a join token. It is printed once and never stored."""
+    new = Membership(_database()).create_token(expiry(expires_in))
+    until = "never expires" if new.expires_at is None else f"expires {_time(new.expires_at)}"
+    console.print(f"Join token {new.prefix} ({until}; shown only now):")
+    console.print(new.secret, highlight=False, soft_wrap=True)
+
+
+@tokens.command("list")
+def list_tokens() -> None:
+    """List join tokens by prefix (the secret itself is not kept)."""
+    table = Table(box=None, header_style="bold")
+    for column in ("PREFIX", "STATE", "CREATED", "EXPIRES", "LAST USED BY"):
+        table.add_column(column, no_wrap=True)
+    for token in Membership(_database()).tokens():
+        used = "-" if token.used_by is None else f"{token.used_by} ({_time(token.used_at)})"
+        expires = "never" if token.expires_at is None else _time(token.expires_at)
+        table.add_row(token.prefix, token.state, _time(token.created_at), expires, used)
+    console.print(table)
+
+
+@tokens.command("revoke")
+def revoke_token(prefix: str) -> None:
+    """Revoke a join token by its prefix; nodes that joined with it stay."""
+    try:
+        Membership(_database()).revoke_token(prefix)
+    except BlackRoadError as exc:
+        fail(exc.message)
+    console.print(f"revoked {prefix}")
+
+
+def _time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _load(stats: Mapping[str, Any] | None) -> str:
+    """Sequences running / waiting, as the node last reported them."""
+    if not stats or "active" not in stats:
+        return "-"
+    return f"{stats['active']}/{stats['queued']}"
+
+
+def _speed(stats: Mapping[str, Any] | None) -> str:
+    rates: Mapping[str, float] = (stats or {}).get("decode_tokens_per_second") or {}
+    return ", ".join(f"{model} {rate:.1f}" for model, rate in rates.items()) or "-"
 
 
 def _table(rows: list[NodeInfo]) -> None:
     table = Table(box=None, header_style="bold")
-    for column in ("NODE", "KIND", "STATE", "MODELS", "URL", "LAST SEEN", "ERROR"):
+    columns = ("NODE", "KIND", "STATE", "MODELS", "LOAD", "TOK/S", "URL", "LAST SEEN", "ERROR")
+    for column in columns:
         table.add_column(column)
     for node in rows:
-        seen = "-" if node.last_seen is None else node.last_seen.strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
-            node.name, node.kind, node.state, ", ".join(node.models) or "-", node.url, seen,
-            node.last_error or "",
+            node.name, node.kind, node.state, ", ".join(node.models) or "-", _load(node.stats),
+            _speed(node.stats), node.url, _time(node.last_seen), node.last_error or "",
         )  # fmt: skip
     console.print(table)

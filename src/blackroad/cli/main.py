@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from blackroad import __version__
-from blackroad.cli import cost, fleet, groups, manage, models, registry, run, serve, users
+from blackroad.cli import cost, fleet, groups, manage, models, node, registry, run, serve, users
 
 app = typer.Typer(
     name="blackroad",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("up")(serve.up)
+app.command("node")(node.node)
 app.command("run")(run.run)
 app.add_typer(models.app, name="models")
 app.command("pull")(registry.pull)

@@ -1,4 +1,4 @@
-"""``blackroad models``: list the catalog, add a GGUF file to it."""
+"""``blackroad models``: list the catalog, add a GGUF file to it, place a model on the fleet."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
+from blackroad.fleet.placement import Placements
 from blackroad.models.catalog import Catalog
 from blackroad.models.types import ModelEntry
 from blackroad.store.database import Database
@@ -66,3 +67,22 @@ def add(
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc
     console.print(_table([entry]))
+
+
+@app.command("place")
+def place(
+    model: str = typer.Argument(..., help="A model in the registry (name:tag)."),
+    replicas: int = typer.Option(..., help="Healthy copies to keep on the fleet's nodes; 0 stops."),
+) -> None:
+    """Keep REPLICAS of MODEL on the fleet's nodes, pulled from the registry and loaded.
+
+    The running control plane chooses the nodes (joined BlackRoad nodes with
+    the memory for it) and replaces a replica whose node dies.
+    """
+    settings = Settings.from_env()
+    try:
+        Placements(Database(settings.database_path)).set(model, replicas)
+    except BlackRoadError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"placing {replicas} replicas of {model}" if replicas else f"{model} unplaced")

@@ -1,9 +1,14 @@
-"""``blackroad up``: serve every API on one port."""
+"""``blackroad up``: serve every API on one port; ``serve``, which ``blackroad node`` shares."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 import uvicorn
@@ -11,16 +16,31 @@ from rich.console import Console
 
 from blackroad.config import Settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 console = Console(stderr=True)
+# Work that runs beside the server for as long as it serves (a node's heartbeats).
+Alongside = Callable[["FastAPI"], Coroutine[Any, Any, None]]
+
+HOST = typer.Option(None, help="Address to bind [env BLACKROAD_HOST; 127.0.0.1].")
+PORT = typer.Option(None, help="Port to listen on [env BLACKROAD_PORT; 11434].")
 
 
-def up(
-    host: str | None = typer.Option(None, help="Address to bind [env BLACKROAD_HOST; 127.0.0.1]."),
-    port: int | None = typer.Option(None, help="Port to listen on [env BLACKROAD_PORT; 11434]."),
-) -> None:
+def up(host: str | None = HOST, port: int | None = PORT) -> None:
     """Start the server (OpenAI API at /v1) with the models of this machine."""
-    settings = Settings.from_env().with_overrides(host=host, port=port)
+    serve(Settings.from_env().with_overrides(host=host, port=port))
 
+
+def serve(
+    settings: Settings, create_admin: bool = True, alongside: Alongside | None = None
+) -> None:
+    """Serve every API with this machine's models until stopped.
+
+    ``create_admin``: on an empty home, create the first admin and show it
+    once. ``alongside`` runs as a task of the app for as long as it serves,
+    and is cancelled before the engines shut down.
+    """
     from blackroad.api.app import create_app
     from blackroad.identity.directory import Directory
     from blackroad.store.database import Database
@@ -38,7 +58,11 @@ def up(
             "print(secrets.token_urlsafe(32))')), or bind 127.0.0.1."
         )
         raise typer.Exit(2)
-    first = directory.first_admin(settings.admin_user, settings.admin_password)
+    first = (
+        directory.first_admin(settings.admin_user, settings.admin_password)
+        if create_admin
+        else None
+    )
     directory.database.close()
     if first is not None:
         password, key = first
@@ -61,6 +85,8 @@ def up(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
+    if alongside is not None:
+        _run_alongside(app, alongside)
     console.print(
         f"BlackRoad listening on http://{settings.host}:{settings.port} "
         f"(home {settings.home}, {settings.num_threads} threads)"
@@ -70,3 +96,21 @@ def up(
     # loopback, asyncio's ~0.25 ms (its socket send releases the GIL, which the
     # model's worker thread needs between decode steps).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", loop="asyncio")
+
+
+def _run_alongside(app: FastAPI, work: Alongside) -> None:
+    """Run ``work(app)`` as a task inside the app's lifespan (engines started, then stopped)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(running: FastAPI) -> AsyncIterator[Any]:
+        async with inner(running) as state:
+            task = asyncio.create_task(work(running))
+            try:
+                yield state
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app.router.lifespan_context = lifespan

@@ -137,7 +137,7 @@ def user_limits(
     console.print(f"limits of '{name}': {describe_limits(run(lambda d: d.user(name)))}")
 
 
-def _expiry(span: str | None) -> datetime | None:
+def expiry(span: str | None) -> datetime | None:
     if span is None:
         return None
     match = _SPAN.match(span)
@@ -166,7 +166,7 @@ def create_key(
         if item not in ("inference", "admin"):
             fail(f"unknown scope {item!r}: use inference or admin")
         scopes.append("admin" if item == "admin" else "inference")
-    expires_at = _expiry(expires_in)
+    expires_at = expiry(expires_in)
     limits = limit_changes(rpm, tpm, concurrent, daily_tokens, monthly_tokens)
     new = run(lambda d: d.create_key(user, name, scopes, model or None, expires_at, limits))
     console.print(f"API key for '{user}' (shown only now; store it safely):")

@@ -115,11 +115,18 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        template: str | None = None,
+        continue_final: bool = False,
     ) -> AsyncIterator[Chunk]:
         """Stream the assistant's reply to ``messages``; the last chunk has ``finish``.
 
-        ``template`` replaces the model's chat template for this request.
+        ``template`` replaces the model's chat template for this request. With
+        ``continue_final`` the last message is the assistant's, and the reply
+        continues its text instead of starting a new turn (how the fleet
+        resumes a stream whose node died).
         """
 
     @abc.abstractmethod

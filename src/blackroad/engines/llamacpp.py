@@ -111,6 +111,15 @@ def _kv_cache_bytes(model: Any, n_cells: int) -> int:
     return int(2 * 2 * n_cells * llama_cpp.llama_model_n_layer(handle) * kv_width // heads)
 
 
+def estimated_state_bytes(n_seq: int, n_ctx: int, embedding_length: int) -> int:
+    """The KV cache of a model not yet loaded (loaded, it is measured).
+
+    For a typical small model about n_ctx x embedding_length x 4 bytes per
+    sequence: keys and values in f16, with fewer KV heads than heads.
+    """
+    return n_seq * n_ctx * embedding_length * 4
+
+
 def generate_options(params: SamplingParams) -> dict[str, Any]:
     """The sampling arguments of ``Llama.generate`` for ``params``."""
     return {
@@ -159,9 +168,9 @@ class LlamaCppEngine(Engine):
     def memory_bytes(self) -> int:
         """Weights plus context state: measured once loaded, estimated before."""
         meta = self.entry.metadata
-        # Before loading: the KV cache of a typical small model is about
-        # n_ctx x embedding_length x 4 bytes per sequence (keys and values, f16, fewer KV heads).
-        state = self._state_bytes or self.options.n_seq * self.n_ctx * meta.embedding_length * 4
+        state = self._state_bytes or estimated_state_bytes(
+            self.options.n_seq, self.n_ctx, meta.embedding_length
+        )
         if self._embedder is not None:
             state += self.n_ctx * meta.embedding_length * 4  # the embedding context's own cache
         return self.entry.size + state
@@ -410,12 +419,16 @@ class LlamaCppEngine(Engine):
         return self._start(lambda model: tokenize_prompt(model, prompt), "prompt", params)
 
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        template: str | None = None,
+        continue_final: bool = False,
     ) -> AsyncIterator[Chunk]:
         chat = self.template
         if template is not None:
             chat = ChatTemplate.for_model(self.entry.metadata, template)
-        text = chat.render(messages)
+        text = chat.render(messages, continue_final=continue_final)
         stop = (*params.stop, *chat.stop)
         return self._start(
             lambda model: tokenize_prompt(model, text), "messages", replace(params, stop=stop)

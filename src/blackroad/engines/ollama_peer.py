@@ -79,8 +79,13 @@ class OllamaPeer(RemoteEngine):
         return body
 
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        template: str | None = None,
+        continue_final: bool = False,
     ) -> AsyncIterator[Chunk]:
+        # Ollama continues a conversation that ends with the assistant's message.
         self._own_template(template)
         body = {**self._body(params), "messages": list(messages)}
         return self._lines("/api/chat", body, _parser(self.base_url, _message))
@@ -96,6 +101,11 @@ class OllamaPeer(RemoteEngine):
 
     async def load(self) -> None:
         await self._json("/api/generate", {"model": self.model})
+
+    async def place(self) -> None:
+        """Pull the model from the node's registry, then load it for good (a placed replica)."""
+        await self._json("/api/pull", {"model": self.model, "stream": False})
+        await self._json("/api/generate", {"model": self.model, "keep_alive": -1})
 
     async def unload(self) -> None:
         await self._json("/api/generate", {"model": self.model, "keep_alive": 0})

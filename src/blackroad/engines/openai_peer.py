@@ -98,10 +98,18 @@ class OpenAIPeer(RemoteEngine):
         return self._lines(path, body, _Events(self.base_url, text_of))
 
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams, template: str | None = None
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        template: str | None = None,
+        continue_final: bool = False,
     ) -> AsyncIterator[Chunk]:
         self._own_template(template)
         body = {"messages": list(messages), **openai_sampling(params)}
+        if continue_final:
+            # vLLM's (and BlackRoad's) extension; llama-server continues a
+            # final assistant message by itself and ignores the fields.
+            body |= {"continue_final_message": True, "add_generation_prompt": False}
         return self._stream("/v1/chat/completions", body, _delta)
 
     def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:

@@ -19,7 +19,6 @@ import httpx
 from blackroad.engines.base import Chunk, Engine, EngineHealth
 from blackroad.errors import (
     BlackRoadError,
-    EngineError,
     InvalidRequest,
     ModelNotFound,
     NodeUnavailable,
@@ -30,6 +29,10 @@ from blackroad.errors import (
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 600.0
 RETRY_AFTER = 1
+# Sent with every request to a node: a BlackRoad node that receives it serves
+# the request itself and never routes it on, so two control planes that list
+# each other (or one that lists itself) cannot bounce a request between them.
+FORWARDED_HEADER = "X-BlackRoad-Forwarded"
 Event = dict[str, Any]
 # One line of a stream to the chunks it holds.
 LineParser = Callable[[str], Iterable[Chunk]]
@@ -38,9 +41,11 @@ TextOf = Callable[[Event], str | None]
 
 
 def error_message(body: bytes) -> str:
-    """The message of an OpenAI (``{"error": {"message"}}``) or Ollama (``{"error"}``) error."""
+    """The message of an OpenAI (``{"error": {"message"}}``), Ollama (``{"error"}``) or
+    vLLM (``{"object": "error", "message"}``) error."""
     try:
-        error = json.loads(body).get("error")
+        answer = json.loads(body)
+        error = answer.get("error") or answer.get("message")
     except (ValueError, AttributeError):
         return body.decode(errors="replace")[:500]
     if isinstance(error, Mapping):
@@ -48,17 +53,37 @@ def error_message(body: bytes) -> str:
     return str(error)[:500]
 
 
+def node_headers(api_key: str | None) -> dict[str, str]:
+    headers = {FORWARDED_HEADER: "1"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def unreachable(base_url: str, exc: httpx.TransportError) -> NodeUnavailable:
+    """A transport failure as ``NodeUnavailable``; dead if no connection could be made."""
+    dead = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return NodeUnavailable(
+        f"the node at {base_url} is unreachable: {type(exc).__name__}", RETRY_AFTER, dead=dead
+    )
+
+
+def refusal(base_url: str, message: str) -> NodeUnavailable:
+    return NodeUnavailable(
+        f"the node at {base_url} refused BlackRoad's key: {message}", RETRY_AFTER, refused=True
+    )
+
+
 async def get_json(base_url: str, path: str, api_key: str | None) -> Any:
     """``GET path`` on a node: its JSON, or ``NodeUnavailable`` if the node does not answer."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
+        async with httpx.AsyncClient(headers=node_headers(api_key), timeout=timeout) as client:
             response = await client.get(base_url.rstrip("/") + path)
     except httpx.TransportError as exc:
-        raise NodeUnavailable(
-            f"the node at {base_url} is unreachable: {type(exc).__name__}", RETRY_AFTER
-        ) from exc
+        raise unreachable(base_url, exc) from exc
+    if response.status_code in (401, 403):
+        raise refusal(base_url, error_message(response.content))
     if response.status_code != 200:
         raise NodeUnavailable(
             f"the node at {base_url} answered {response.status_code} to {path}: "
@@ -74,10 +99,9 @@ class RemoteEngine(Engine):
     def __init__(self, model: str, base_url: str, api_key: str | None = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
-            headers=headers,
+            headers=node_headers(api_key),
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
         )
         self._active = 0
@@ -87,8 +111,9 @@ class RemoteEngine(Engine):
         if status == 404:
             return ModelNotFound(self.model)
         if status in (401, 403):
-            # The node refused BlackRoad's own credential: a setup fault, not the client's.
-            return EngineError(f"the node at {self.base_url} refused BlackRoad's key: {message}")
+            # The node refused BlackRoad's own credential: a setup fault, not the
+            # client's; another node may serve.
+            return refusal(self.base_url, message)
         if status == 429 or status >= 500:
             return NodeUnavailable(f"the node at {self.base_url} failed: {message}", RETRY_AFTER)
         return InvalidRequest(message)
@@ -109,9 +134,7 @@ class RemoteEngine(Engine):
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
-            raise NodeUnavailable(
-                f"the node at {self.base_url} is unreachable: {type(exc).__name__}", RETRY_AFTER
-            ) from exc
+            raise unreachable(self.base_url, exc) from exc
         finally:
             self._active -= 1
 
@@ -134,9 +157,11 @@ class RemoteEngine(Engine):
                         finished = finished or chunk.finish is not None
                         yield chunk
             except httpx.TransportError as exc:
+                # A connection dropped mid-answer: the node died (or its link did).
                 raise NodeUnavailable(
                     f"the node at {self.base_url} cut the stream: {type(exc).__name__}",
                     RETRY_AFTER,
+                    dead=not isinstance(exc, httpx.TimeoutException),
                 ) from exc
             if not finished:
                 raise NodeUnavailable(f"the node at {self.base_url} ended the stream early")

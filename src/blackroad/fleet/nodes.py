@@ -2,16 +2,17 @@
 
 A peer is added only once it answers its model listing (``/api/tags`` for
 Ollama, ``/v1/models`` for OpenAI-compatible servers), so a typo in a URL is
-refused at once. ``refresh`` asks every node again: its models are replaced
-by what it lists now, and a node that does not answer is marked down with
-the reason, until it answers again. Everything is in the database, so the
-fleet survives a restart of the control plane.
+refused at once. ``record`` keeps what the probes (``fleet/probes.py``) or
+``refresh`` heard: a node's models are replaced by what it lists now, and a
+node that does not answer is marked down with the reason, until it answers
+again. Everything is in the database, so the fleet survives a restart of the
+control plane.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -19,11 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from blackroad.errors import InvalidRequest, NodeUnavailable, NotFound
+from blackroad.fleet.members import PeerAccess
 from blackroad.fleet.types import PEER_ENGINES, NodeInfo
 from blackroad.store.database import Database
 from blackroad.store.schema import Node
-
-log = logging.getLogger(__name__)
 
 
 def check_url(url: str) -> str:
@@ -45,6 +45,7 @@ def _info(node: Node) -> NodeInfo:
         models=tuple(node.models),
         last_seen=None if node.last_seen is None else node.last_seen.replace(tzinfo=UTC),
         last_error=node.last_error,
+        stats=node.stats,
     )
 
 
@@ -95,35 +96,40 @@ class Nodes:
                 raise NotFound(f"no node named {name!r}")
             session.delete(node)
 
-    async def refresh(self) -> list[NodeInfo]:
-        """Ask every node for its models now; record who answered and what they serve."""
+    def access(self) -> list[PeerAccess]:
+        """Every peer with what it takes to reach it: for the router, never for display."""
         with self.database.session() as session:
-            nodes = list(session.scalars(select(Node)))
-        results = await asyncio.gather(
-            *(PEER_ENGINES[n.kind].discover(n.url, n.api_key) for n in nodes),
-            return_exceptions=True,
-        )
+            return [
+                PeerAccess(n.name, n.kind, n.url, n.api_key, tuple(n.models), n.stats)
+                for n in session.scalars(select(Node).order_by(Node.name))
+            ]
+
+    def record(self, outcomes: Mapping[str, list[str] | NodeUnavailable]) -> None:
+        """Note what each named node answered: the models it lists now, or why it failed."""
         now = datetime.now(UTC)
         with self.database.session() as session, session.begin():
-            for node, result in zip(nodes, results, strict=True):
-                stored = session.get(Node, node.id)
-                if stored is None:  # removed meanwhile
-                    continue
-                if isinstance(result, NodeUnavailable):
-                    stored.state, stored.last_error = "down", result.message
-                elif isinstance(result, BaseException):
-                    raise result
+            for node in session.scalars(select(Node).where(Node.name.in_(list(outcomes)))):
+                outcome = outcomes[node.name]
+                if isinstance(outcome, NodeUnavailable):
+                    node.state, node.last_error = "down", outcome.message
                 else:
-                    stored.state, stored.models, stored.last_error = "up", result, None
-                    stored.last_seen = now
+                    node.state, node.models, node.last_error = "up", outcome, None
+                    node.last_seen = now
+
+    async def refresh(self) -> list[NodeInfo]:
+        """Ask every node for its models now; record who answered and what they serve."""
+        peers = await asyncio.to_thread(self.access)
+        results = await asyncio.gather(*(discover(peer) for peer in peers))
+        self.record({peer.name: result for peer, result in zip(peers, results, strict=True)})
         return self.nodes()
 
 
-async def refresh_forever(nodes: Nodes, every: float) -> None:
-    """Refresh the fleet every ``every`` seconds, for as long as the app runs."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await nodes.refresh()
-        except Exception:  # a failed round is logged; the next one may do better
-            log.exception("refreshing the fleet failed")
+async def discover(peer: PeerAccess, within: float | None = None) -> list[str] | NodeUnavailable:
+    """The models ``peer`` lists, or why it did not answer (within ``within`` seconds)."""
+    try:
+        async with asyncio.timeout(within):
+            return await PEER_ENGINES[peer.kind].discover(peer.url, peer.api_key)
+    except NodeUnavailable as exc:
+        return exc
+    except TimeoutError:
+        return NodeUnavailable(f"the node at {peer.url} did not answer within {within} s")

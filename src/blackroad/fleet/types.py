@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from blackroad.engines.ollama_peer import OllamaPeer
 from blackroad.engines.openai_peer import OpenAIPeer
 from blackroad.engines.remote import RemoteEngine
 
-NodeKind = Literal["ollama", "openai"]
-# The engine that speaks each kind of peer's protocol.
-PEER_ENGINES: dict[str, type[RemoteEngine]] = {"ollama": OllamaPeer, "openai": OpenAIPeer}
+NodeKind = Literal["ollama", "openai", "blackroad"]
+# The engine that speaks each kind of peer's protocol. A BlackRoad node that
+# joined (fleet/membership.py) is reached through its Ollama API, which
+# carries every sampling option.
+PEER_ENGINES: dict[str, type[RemoteEngine]] = {
+    "ollama": OllamaPeer,
+    "openai": OpenAIPeer,
+    "blackroad": OllamaPeer,
+}
 NodeState = Literal["up", "down"]
 
 
@@ -27,3 +34,5 @@ class NodeInfo:
     models: tuple[str, ...]
     last_seen: datetime | None
     last_error: str | None
+    # A BlackRoad node's last heartbeat (load, free memory, capabilities); None for others.
+    stats: Mapping[str, Any] | None = None

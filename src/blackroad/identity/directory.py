@@ -13,7 +13,6 @@ own model list narrows that further.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from blackroad.errors import InvalidRequest, NotFound, Unauthorized
-from blackroad.identity.keys import same_secret
+from blackroad.identity.keys import hash_secret, same_secret
 from blackroad.identity.passwords import hash_password, verify_password
 from blackroad.identity.types import SCOPES, Limits, Principal, Role, Scope
 from blackroad.models import names
@@ -42,10 +41,6 @@ class NewKey:
 
     secret: str
     prefix: str
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def model_patterns(models: Sequence[str]) -> list[str]:
@@ -277,7 +272,7 @@ class Directory:
                 user_id=owner.id,
                 name=name,
                 prefix=prefix,
-                secret_hash=_hash(secret),
+                secret_hash=hash_secret(secret),
                 scopes=list(scopes),
                 models=allowed,
                 expires_at=expires_at,
@@ -349,7 +344,7 @@ class Directory:
         if not secret.startswith("br-") or len(secret) < KEY_PREFIX_LENGTH:
             raise refused
         row = self.database.key_row(secret[:KEY_PREFIX_LENGTH])
-        if row is None or not same_secret(_hash(secret), row["secret_hash"]):
+        if row is None or not same_secret(hash_secret(secret), row["secret_hash"]):
             raise refused
         if row["revoked_at"] is not None or row["disabled"]:
             raise Unauthorized("This API key has been revoked.")

@@ -1,7 +1,8 @@
-"""Checking a presented API key: reading it from a request and comparing it safely."""
+"""Checking a presented secret (an API key, a join token): reading, hashing, comparing it safely."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 
@@ -15,3 +16,12 @@ def bearer_token(authorization: str) -> str | None:
 def same_secret(given: str, expected: str) -> bool:
     """Compare in constant time, so response timing reveals nothing about the key."""
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def hash_secret(secret: str) -> str:
+    """What is stored of a generated secret: its SHA-256.
+
+    The secrets hashed here carry 256 random bits, so a slow hash (as for
+    passwords) would add nothing.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()

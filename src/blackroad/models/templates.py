@@ -91,8 +91,22 @@ class ChatTemplate:
         )
 
     def render(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        continue_final: bool = False,
     ) -> str:
+        """The prompt for ``messages``; with ``continue_final``, one that goes on with the last.
+
+        A continued assistant message is the turns before it, the opening of
+        a new assistant turn, and its text so far: templates close every turn
+        they render, so the message itself cannot go through the template.
+        """
+        if continue_final:
+            if not messages or messages[-1].get("role") != "assistant":
+                raise InvalidRequest("only an assistant message can be continued", param="messages")
+            head = self.render(messages[:-1], add_generation_prompt=True)
+            return head + str(messages[-1].get("content") or "")
         try:
             return str(
                 _compile(self.source).render(

@@ -134,6 +134,9 @@ class ModelManager:
             "model_families": [metadata.architecture],
             "model_type": metadata.parameter_size,
             "file_type": metadata.quantization,
+            # BlackRoad's own: what the fleet needs to estimate a model's
+            # memory on a node before the node has the file (fleet/placement.py).
+            "blackroad.embedding_length": metadata.embedding_length,
         }
         return self.store.add_bytes(json.dumps(config).encode(), MEDIA_CONFIG)
 

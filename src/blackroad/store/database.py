@@ -149,6 +149,39 @@ class Database:
         with self.session() as session:
             return int(session.scalar(query) or 0)
 
+    def decode_rates(self, node: str, since: datetime) -> dict[str, float]:
+        """Decoding speed per model (tokens/s) over ``node``'s streamed requests since ``since``.
+
+        A streamed request decodes from its first token to its end; the first
+        token came out of reading the prompt, so it is not counted. A request
+        that was not streamed says nothing of its decoding and is left out.
+        The rate is per sequence, at whatever concurrency the model ran.
+        """
+        r = RequestRecord
+        query = (
+            select(
+                r.model,
+                func.sum(r.completion_tokens - 1),
+                func.sum(r.duration_ms - r.ttft_ms) / 1000,
+            )
+            .where(
+                r.created_at >= since,
+                r.node == node,
+                r.model.is_not(None),
+                r.status == 200,
+                r.ttft_ms.is_not(None),
+                r.completion_tokens > 1,
+                r.duration_ms > r.ttft_ms,
+            )
+            .group_by(r.model)
+        )
+        with self.session() as session:
+            return {
+                model: tokens / seconds
+                for model, tokens, seconds in session.execute(query).tuples()
+                if model is not None and seconds
+            }
+
     def usage_by_node(self, since: datetime, local_node: str) -> list[dict[str, Any]]:
         """Inference requests, tokens and busy seconds since ``since``, per node.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -107,13 +108,16 @@ class GroupMember(Base):
 
 
 class Node(Base):
-    """A remote server this control plane routes to: an Ollama or OpenAI-compatible peer."""
+    """A remote server this control plane routes to: an Ollama, OpenAI-compatible or BlackRoad node.
+
+    BlackRoad nodes (kind ``blackroad``) join with a token and report by heartbeat.
+    """
 
     __tablename__ = "nodes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "ollama" or "openai"
+    kind: Mapped[str] = mapped_column(String(16))  # "ollama", "openai" or "blackroad"
     url: Mapped[str] = mapped_column(Text)
     # The key BlackRoad presents to the peer (the peer's, not one of ours).
     api_key: Mapped[str | None] = mapped_column(Text)
@@ -121,4 +125,35 @@ class Node(Base):
     state: Mapped[str] = mapped_column(String(16))  # "up" or "down"
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A joined node's heartbeat credential (SHA-256; the node keeps the secret).
+    credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    # What a joined node last reported: load, free memory, capabilities.
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class JoinToken(Base):
+    """A token that lets a machine join the fleet, and nothing else; only its hash is kept."""
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The last join it allowed, for the listing.
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class Placement(Base):
+    """A model the fleet keeps ``replicas`` copies of, on nodes it chooses."""
+
+    __tablename__ = "placements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), unique=True)
+    replicas: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

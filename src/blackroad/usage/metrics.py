@@ -3,8 +3,9 @@
 ``Metrics`` owns a ``CollectorRegistry`` of its own, never prometheus_client's
 global one, so several apps in one process keep separate counts. Request
 counters and histograms move once per request, when its record is committed
-(``api/recording.py``). Engine gauges are not kept in sync by hand: they are
-read from the engine pool each time the metrics are scraped.
+(``api/recording.py``). Engine and node gauges are not kept in sync by hand:
+they are read from the engine pool and the fleet router each time the
+metrics are scraped.
 
 Label values are bounded: ``api`` is one of three, ``path`` a route template
 (never the raw URL), and a refused request carries no model name, since the
@@ -14,6 +15,7 @@ name is whatever the client sent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -119,13 +121,63 @@ class _EngineCollector:
                 families["capacity"].add_metric(labels, engine.cache.capacity_tokens)
         families["count"].add_metric([], total)
         yield from families.values()
-        # Per-node health (reachable, load, memory) joins here with the fleet.
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """One node of the fleet as the router sees it (this node among them)."""
+
+    node: str
+    up: bool  # its breaker lets requests through
+    outstanding: int  # requests the router has on it now
+    tokens_per_second: float | None  # the router's measurement; None until measured
+
+
+class _FleetCollector:
+    """Per-node gauges, read from the router at scrape time."""
+
+    def __init__(self, nodes: Callable[[], Iterable[NodeLoad]]) -> None:
+        self._nodes = nodes
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        return {
+            "up": GaugeMetricFamily(
+                "blackroad_node_up", "1 if the node takes requests (its breaker is closed).",
+                labels=["node"],
+            ),
+            "outstanding": GaugeMetricFamily(
+                "blackroad_node_outstanding", "Requests the router has on the node now.",
+                labels=["node"],
+            ),
+            "speed": GaugeMetricFamily(
+                "blackroad_node_decode_tokens_per_second",
+                "Decode speed of the node's streams, as the router measured them.",
+                labels=["node"],
+            ),
+        }  # fmt: skip
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families().values()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        for load in self._nodes():
+            families["up"].add_metric([load.node], int(load.up))
+            families["outstanding"].add_metric([load.node], load.outstanding)
+            if load.tokens_per_second is not None:
+                families["speed"].add_metric([load.node], load.tokens_per_second)
+        yield from families.values()
 
 
 class Metrics:
     """The metrics of one app: updated per request, gauges read at scrape time."""
 
-    def __init__(self, engines: Callable[[], Iterable[EngineHealth]]) -> None:
+    def __init__(
+        self,
+        engines: Callable[[], Iterable[EngineHealth]],
+        nodes: Callable[[], Iterable[NodeLoad]],
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "blackroad_requests",
@@ -154,6 +206,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engines))
+        self.registry.register(_FleetCollector(nodes))
 
     def observe(
         self,
