@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import openai
@@ -26,8 +26,11 @@ def client(server: Server) -> openai.OpenAI:
 
 
 @pytest.fixture
-def async_client(server: Server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+async def async_client(server: Server) -> AsyncIterator[openai.AsyncOpenAI]:
+    # Closed in the test's own event loop: left to the garbage collector, its
+    # connection pool would be closed later, in another test's loop, and fail there.
+    async with openai.AsyncOpenAI(base_url=server.v1, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture

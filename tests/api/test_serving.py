@@ -59,18 +59,20 @@ def test_client_disconnect_mid_stream_frees_the_engine(no_queue_server: Server) 
 
 @pytest.mark.anyio
 async def test_busy_model_answers_503_with_retry_after(no_queue_server: Server) -> None:
-    client = openai.AsyncOpenAI(base_url=no_queue_server.v1, api_key="x", max_retries=0)
-    running = await client.chat.completions.create(
-        model=SMOLLM2, messages=STORY, max_tokens=2000, stream=True
-    )
-    await anext(aiter(running))
-    with pytest.raises(openai.APIStatusError) as refused:
-        await client.chat.completions.create(model=SMOLLM2, messages=STORY, max_tokens=2)
-    assert refused.value.status_code == 503
-    assert refused.value.response.headers["retry-after"] == "3"
-    error = refused.value.body
-    assert isinstance(error, dict) and error["code"] == "queue_full"
-    await running.close()
+    async with openai.AsyncOpenAI(
+        base_url=no_queue_server.v1, api_key="x", max_retries=0
+    ) as client:
+        running = await client.chat.completions.create(
+            model=SMOLLM2, messages=STORY, max_tokens=2000, stream=True
+        )
+        await anext(aiter(running))
+        with pytest.raises(openai.APIStatusError) as refused:
+            await client.chat.completions.create(model=SMOLLM2, messages=STORY, max_tokens=2)
+        assert refused.value.status_code == 503
+        assert refused.value.response.headers["retry-after"] == "3"
+        error = refused.value.body
+        assert isinstance(error, dict) and error["code"] == "queue_full"
+        await running.close()
 
 
 @pytest.fixture(scope="module")

@@ -259,24 +259,28 @@ def test_a_stream_with_no_node_left_ends_with_an_error_in_each_protocol(
 async def test_a_conversation_stays_on_the_node_of_its_first_turn(
     control: Server, fleet: list[Node]
 ) -> None:
-    client = openai.AsyncOpenAI(base_url=control.v1, api_key="unused", max_retries=0)
-    talks: list[list[ChatCompletionMessageParam]] = [
-        [{"role": "user", "content": f"conversation {i}"}] for i in range(6)
-    ]
+    async with openai.AsyncOpenAI(base_url=control.v1, api_key="unused", max_retries=0) as client:
+        talks: list[list[ChatCompletionMessageParam]] = [
+            [{"role": "user", "content": f"conversation {i}"}] for i in range(6)
+        ]
 
-    async def turn(messages: list[ChatCompletionMessageParam]) -> None:
-        reply = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6)
-        messages.append({"role": "assistant", "content": reply.choices[0].message.content or ""})
-        messages.append({"role": "user", "content": "more"})
+        async def turn(messages: list[ChatCompletionMessageParam]) -> None:
+            reply = await client.chat.completions.create(
+                model=MODEL, messages=messages, max_tokens=6
+            )
+            messages.append(
+                {"role": "assistant", "content": reply.choices[0].message.content or ""}
+            )
+            messages.append({"role": "user", "content": "more"})
 
-    await asyncio.gather(*(turn(t) for t in talks))  # at once: they spread over both nodes
-    for talk in talks:  # then one by one, other conversations in between
-        await turn(talk)
-    where = [
-        [node.log.read_text().count(f'"conversation {i}"') for node in fleet] for i in range(6)
-    ]
-    assert sorted(map(sorted, where)) == [[0, 2]] * 6  # both turns on one node, each time
-    assert {row.index(2) for row in where} == {0, 1}  # and both nodes were used
+        await asyncio.gather(*(turn(t) for t in talks))  # at once: they spread over both nodes
+        for talk in talks:  # then one by one, other conversations in between
+            await turn(talk)
+        where = [
+            [node.log.read_text().count(f'"conversation {i}"') for node in fleet] for i in range(6)
+        ]
+        assert sorted(map(sorted, where)) == [[0, 2]] * 6  # both turns on one node, each time
+        assert {row.index(2) for row in where} == {0, 1}  # and both nodes were used
 
 
 def test_when_every_node_is_busy_requests_wait_then_get_503(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def test_reopening_an_existing_database_keeps_its_rows(tmp_path: Path) -> None:
     first.add_model("a:b", tmp_path / "a.gguf")
     first.close()
     again = Database(tmp_path / "blackroad.db")
-    assert [m.name for m in again.added_models()] == ["a:b"]
+    assert [name for name, _ in again.added_models()] == ["a:b"]
 
 
 def test_kill_9_loses_no_answered_request(tmp_path: Path) -> None:

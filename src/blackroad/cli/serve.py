@@ -84,6 +84,8 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: each probe of each peer, each routed request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
     if alongside is not None:
         _run_alongside(app, alongside)

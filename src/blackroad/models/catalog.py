@@ -75,8 +75,8 @@ class Catalog:
         found = {name: _Location(path, "bundled") for name, path in bundled_models().items()}
         for path in sorted(self.models_dir.glob("*.gguf")):
             found[names.from_filename(path.stem)] = _Location(path, "directory")
-        for added in self.database.added_models():
-            found[added.name] = _Location(Path(added.path), "added")
+        for name, added_path in self.database.added_models():
+            found[name] = _Location(Path(added_path), "added")
         for name in self.store.names():
             try:
                 raw = self.store.manifest_path(name).read_bytes()

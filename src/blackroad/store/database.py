@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -247,6 +246,12 @@ class Database:
         with self.session() as session, session.begin():
             session.execute(delete(AddedModel).where(AddedModel.name == name))
 
-    def added_models(self) -> Sequence[AddedModel]:
-        with self.session() as session:
-            return session.scalars(select(AddedModel).order_by(AddedModel.name)).all()
+    def added_models(self) -> list[tuple[str, str]]:
+        """Name and path of each GGUF file added by name.
+
+        On the path of every request (the catalog looks models up by name), so
+        a plain read, as ``key_row``: through the ORM it was most of the
+        catalog's part of a routed request (py-spy, under bench/fleet.py's load).
+        """
+        rows = self._reader().execute("SELECT name, path FROM added_models ORDER BY name")
+        return [(str(name), str(path)) for name, path in rows]
