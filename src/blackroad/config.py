@@ -93,6 +93,14 @@ class Settings:
     node_concurrency: int = 4
     # How long a request may wait for a free node before 503.
     fleet_queue_timeout: float = 30.0
+    # The audit log (audit/): "digests" keeps the sha256 of every request's
+    # body and reply in its record; "full" keeps the texts too (erasable).
+    audit_texts: str = "digests"
+    # A signed checkpoint every so many records, or seconds, whichever first.
+    audit_checkpoint_records: int = 1000
+    audit_checkpoint_seconds: float = 60.0
+    # How long audit records are kept at least: six months (EU AI Act art. 19).
+    audit_retention_days: int = 183
     # The energy and cost model (usage/cost.py). The node's power profile:
     # pi5, minipc, gpu, or auto (pi5 on a Raspberry Pi 5, minipc elsewhere).
     power_profile: str = "auto"
@@ -114,6 +122,11 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def audit_origin(self) -> str:
+        """The name this installation's audit log signs its checkpoints under."""
+        return f"blackroad/{self.node_name}/audit"
 
     @property
     def database_path(self) -> Path:

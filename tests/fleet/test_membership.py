@@ -103,7 +103,10 @@ def test_a_node_joins_reports_its_state_and_keeps_its_secrets(plane: Node, tmp_p
 
         def reported() -> dict[str, Any] | None:
             listed = fleet(plane).get("n1")
-            return listed if listed and listed["stats"] and set(listed["models"]) >= BOTH else None
+            if not listed or not listed["stats"] or not set(listed["models"]) >= BOTH:
+                return None
+            # Up once the control plane's probe reaches it (the node may join before it listens).
+            return listed if listed["state"] == "up" else None
 
         listed = eventually(reported, "the node listed with its models and state")
         assert (listed["kind"], listed["state"], listed["url"]) == ("blackroad", "up", node.url)

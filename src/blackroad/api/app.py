@@ -27,10 +27,14 @@ from blackroad.api import (
     operations,
     usage,
 )
+from blackroad.api import (
+    audit as audit_api,
+)
 from blackroad.api import fleet as fleet_api
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
+from blackroad.audit.log import AuditLog, checkpoints
 from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
@@ -77,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics(pool.health, lambda: router_loads(router))
     fleet = Nodes(database)
     placer = Placer(Placements(database), settings.registry, settings.registry_key)
+    audit = AuditLog.of(settings, database)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -84,10 +89,15 @@ def create_app(settings: Settings) -> FastAPI:
         prober = asyncio.create_task(
             watch(fleet, router, placer, settings.fleet_probe_seconds, settings.node_concurrency)
         )
+        signer = asyncio.create_task(
+            checkpoints(audit, settings.audit_checkpoint_records, settings.audit_checkpoint_seconds)
+        )
         yield
-        prober.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await prober
+        for task in (prober, signer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(audit.checkpoint)  # the last records, signed on the way out
         await service.close()
         database.close()
 
@@ -106,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.directory = Directory(database)
     app.state.nodes = fleet
     app.state.router = router
+    app.state.audit = audit
     app.state.placer = placer
     app.state.quotas = Quotas(database.tokens_since)
     app.state.lockout = Lockout(
@@ -125,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(account.router)
     app.include_router(admin.router)
     app.include_router(fleet_api.router)
+    app.include_router(audit_api.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:
@@ -140,6 +152,8 @@ def create_app(settings: Settings) -> FastAPI:
         database=database,
         metrics=metrics,
         node=settings.node_name,
+        audit=audit,
+        text_limit=settings.max_body_bytes,
         unrecorded=frozenset({"/api/fleet/heartbeat"}),
     )
     return app

@@ -12,19 +12,25 @@ record is committed exactly once, by whichever comes first:
   nginx logs it).
 
 Committing also counts the request in the app's ``Metrics`` (by route
-template, read from the scope once routing has happened).
+template, read from the scope once routing has happened), and appends its
+audit record (``audit/``) in the same database transaction as the request
+record: an inference or a change is audited exactly when it is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from blackroad.audit.capture import Text, entry, kind_of
+from blackroad.audit.log import AuditLog
 from blackroad.identity.quotas import Admission
 from blackroad.store.database import Database
 from blackroad.store.schema import RequestRecord
@@ -49,6 +55,10 @@ class RequestLog:
     key_prefix: str | None = None
     node: str | None = None  # the node that served the request
     admission: Admission | None = None  # the caller's limits, freed on commit (api/auth.py)
+    # Where the request is audited (None: not audited), and what passed through.
+    audit: AuditLog | None = None
+    received: Text = field(default_factory=lambda: Text(False, 0))
+    generated: Text = field(default_factory=lambda: Text(False, 0))
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_ms: float | None = None
@@ -102,9 +112,24 @@ class RequestLog:
             duration_ms=duration * 1000,
             error=self.error,
         )
+        audited = self._audited(record)
         # Shielded: a client that leaves cancels the task writing its record,
         # and a write still queued for a worker thread would be dropped with it.
-        await asyncio.shield(asyncio.to_thread(self.database.record_request, record))
+        await asyncio.shield(asyncio.to_thread(self.database.record_request, record, audited))
+
+    def _audited(self, record: RequestRecord) -> Callable[[sqlite3.Connection], object] | None:
+        """The audit record's append, for the request record's transaction; None if not audited."""
+        kind = kind_of(self.method, self.path)
+        if self.audit is None or kind is None:
+            return None
+        facts = {
+            name: getattr(record, name)
+            for name in ("method", "path", "model", "client", "user", "key_prefix", "node",
+                         "status", "prompt_tokens", "completion_tokens", "ttft_ms",
+                         "duration_ms", "error")
+        }  # fmt: skip
+        audit, audited = self.audit, entry(kind, facts, self.received, self.generated)
+        return lambda connection: audit.append_to(connection, audited)
 
 
 def request_log(request: Request) -> RequestLog:
@@ -119,11 +144,15 @@ class RecordingMiddleware:
         database: Database,
         metrics: Metrics,
         node: str,
+        audit: AuditLog,
+        text_limit: int,
         unrecorded: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.database = database
         self.metrics = metrics
+        self.audit = audit
+        self.text_limit = text_limit  # the longest text the audit keeps (by policy) whole
         self.node = node  # this one, until the fleet routes a request elsewhere
         # Paths not recorded: machine chatter (a node's heartbeat every few
         # seconds) that would drown the requests people make.
@@ -143,9 +172,18 @@ class RecordingMiddleware:
             scope=scope,
             node=self.node,
             committed=scope["path"] in self.unrecorded,  # as if already written: never written
+            audit=self.audit,
+            received=Text(self.audit.keep_texts, self.text_limit),
+            generated=Text(self.audit.keep_texts, self.text_limit),
         )
         scope.setdefault("state", {})["request_log"] = log
         finished = False
+
+        async def receive_recorded() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                log.received.add(message.get("body", b""))
+            return message
 
         async def send_recorded(message: Message) -> None:
             nonlocal finished
@@ -157,7 +195,7 @@ class RecordingMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_recorded)
+            await self.app(scope, receive_recorded, send_recorded)
         except asyncio.CancelledError:
             log.status = CLIENT_CLOSED
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from blackroad.audit.log import AuditLog
 from blackroad.config import Settings
 from blackroad.engines.remote import FORWARDED_HEADER
 from blackroad.fleet.nodes import Nodes
@@ -58,6 +59,11 @@ def fleet_router(request: Request) -> Router:
 
 def placer(request: Request) -> Placer:
     value: Placer = request.app.state.placer
+    return value
+
+
+def audit_log(request: Request) -> AuditLog:
+    value: AuditLog = request.app.state.audit
     return value
 
 

@@ -40,6 +40,7 @@ async def tracked(stream: AsyncIterator[Chunk], log: RequestLog) -> AsyncIterato
     """Pass chunks through, noting time to first token and usage in the request log."""
     async for chunk in stream:
         log.first_token()
+        log.generated.add(chunk.text)
         if chunk.finish is not None:
             log.add_usage(chunk.finish.prompt_tokens, chunk.finish.completion_tokens)
         yield chunk

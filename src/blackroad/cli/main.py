@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from blackroad import __version__
-from blackroad.cli import cost, fleet, groups, manage, models, node, registry, run, serve, users
+from blackroad.cli import (
+    audit,
+    cost,
+    fleet,
+    groups,
+    manage,
+    models,
+    node,
+    registry,
+    run,
+    serve,
+    users,
+)
 
 app = typer.Typer(
     name="blackroad",
@@ -26,6 +38,7 @@ app.add_typer(groups.groups, name="groups")
 app.add_typer(fleet.nodes, name="nodes")
 app.command("fleet")(fleet.fleet)
 app.command("usage")(users.show_usage)
+app.add_typer(audit.app, name="audit")
 app.command("cost")(cost.cost)
 app.command("list")(manage.list_models)
 app.command("ps")(manage.ps)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -21,6 +22,8 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from blackroad.store.schema import AddedModel, RequestRecord
+
+T = TypeVar("T")
 
 
 def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -55,6 +58,13 @@ SELECT k.prefix, k.secret_hash, k.scopes, k.models, k.expires_at, k.revoked_at,
 """
 
 
+def _raw(session: Session) -> sqlite3.Connection:
+    """The sqlite3 connection under ``session``, in its transaction."""
+    connection = session.connection().connection.driver_connection
+    assert isinstance(connection, sqlite3.Connection)
+    return connection
+
+
 class Database:
     """One SQLite file, migrated to the newest schema on open."""
 
@@ -77,7 +87,7 @@ class Database:
         self._reader_connections.clear()
         self.engine.dispose()
 
-    def _reader(self) -> sqlite3.Connection:
+    def reader(self) -> sqlite3.Connection:
         """This thread's read-only connection, for reads on every request's path."""
         connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
         if connection is None:
@@ -99,13 +109,24 @@ class Database:
         plain ``sqlite3`` connection: through the ORM it cost ~0.4 ms a request
         (bench/auth_overhead.py), this way ~0.01 ms.
         """
-        return self._reader().execute(_KEY_ROW, (prefix,)).fetchone()  # type: ignore[no-any-return]
+        return self.reader().execute(_KEY_ROW, (prefix,)).fetchone()  # type: ignore[no-any-return]
 
     # -- request log -------------------------------------------------------
 
-    def record_request(self, record: RequestRecord) -> None:
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the raw connection of one transaction; committed if it returns."""
+        with self.session() as session, session.begin():
+            return work(_raw(session))
+
+    def record_request(
+        self, record: RequestRecord, also: Callable[[sqlite3.Connection], object] | None = None
+    ) -> None:
+        """Commit ``record``, and in the same transaction whatever ``also`` writes (its audit)."""
         with self.session() as session, session.begin():
             session.add(record)
+            if also is not None:
+                session.flush()
+                also(_raw(session))
 
     def usage_by_day(self, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and time per day, user, key, model and node since ``since``."""
@@ -253,5 +274,5 @@ class Database:
         a plain read, as ``key_row``: through the ORM it was most of the
         catalog's part of a routed request (py-spy, under bench/fleet.py's load).
         """
-        rows = self._reader().execute("SELECT name, path FROM added_models ORDER BY name")
+        rows = self.reader().execute("SELECT name, path FROM added_models ORDER BY name")
         return [(str(name), str(path)) for name, path in rows]

@@ -1,0 +1,92 @@
+"""``blackroad audit``: the inspector's bundle, its offline verification, the key, erasure, pruning.
+
+``export`` and ``erase`` work on this machine's database, as ``blackroad
+users`` does; ``verify`` needs nothing but the bundle (and the key, given
+out of band), and runs on an air-gapped laptop.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from blackroad.audit.log import AuditLog
+from blackroad.audit.verify import verify_bundle
+from blackroad.cli.client import console, fail
+from blackroad.config import Settings
+from blackroad.errors import BlackRoadError
+from blackroad.store.database import Database
+
+app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+def _log() -> AuditLog:
+    settings = Settings.from_env()
+    return AuditLog.of(settings, Database(settings.database_path))
+
+
+@app.command("export")
+def export(
+    out: Path = typer.Option(..., help="The bundle file to write."),
+    since: datetime | None = typer.Option(
+        None, "--from", help="Texts from this time on (UTC); earlier records come without."
+    ),
+    until: datetime | None = typer.Option(None, "--to", help="Records up to this time (UTC)."),
+) -> None:
+    """Write the records, their checkpoints and the public key to one bundle for an inspector."""
+    records, checkpoints = _log().export(out, _utc(since), _utc(until))
+    console.print(f"wrote {out}: {records} records, {checkpoints} checkpoints")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("prune")
+def prune(
+    days: int = typer.Option(
+        ..., help="Delete kept texts older than this (at least the retention)."
+    ),
+) -> None:
+    """Delete the texts kept with records older than DAYS; the records and their hashes stay."""
+    try:
+        pruned = _log().prune_texts(days, "local admin")
+    except BlackRoadError as exc:
+        fail(exc.message)
+    console.print(f"pruned texts older than {days} days; recorded as record {pruned.index}")
+
+
+@app.command("verify")
+def verify(
+    bundle: Path,
+    key: str | None = typer.Option(
+        None, help="The verifier key, from the operator (not the bundle's own copy)."
+    ),
+) -> None:
+    """Check a bundle offline: every record, the tree, every checkpoint's signature."""
+    verdict = verify_bundle(bundle, key)
+    console.print(verdict.summary(), highlight=False)
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+@app.command("key")
+def key() -> None:
+    """Print the verifier key of this installation's audit log (give it to inspectors)."""
+    console.print(_log().verifier, highlight=False, soft_wrap=True)
+
+
+@app.command("erase")
+def erase(
+    index: int,
+    reason: str = typer.Option(..., help="Why (a GDPR request, say); it is recorded."),
+    actor: str = typer.Option("local admin", help="Who asks for the erasure."),
+) -> None:
+    """Erase the texts kept with record INDEX; its hashes stay, and the erasure is recorded."""
+    try:
+        erasure = _log().erase(index, actor, reason)
+    except BlackRoadError as exc:
+        fail(exc.message)
+    console.print(f"erased the texts of record {index}; the erasure is record {erasure.index}")
