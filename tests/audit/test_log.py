@@ -176,3 +176,23 @@ def test_texts_are_pruned_only_past_the_retention(audited: Server) -> None:
     pruned = blackroad("audit", "prune", "--days", "365", home=audited.home)
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert '"kind":"prune"' in records(audited)[-1]["record"]
+
+
+def test_changes_made_from_the_command_line_are_recorded_without_secrets(
+    audited: Server,
+) -> None:
+    added = blackroad("users", "add", "cli-user", "--role", "user", home=audited.home)
+    assert added.returncode == 0, added.stdout + added.stderr
+    peer = blackroad(
+        "nodes", "add", audited.url, "--kind", "ollama", "--name", "self", "--key", "s3cret",
+        home=audited.home,
+    )  # fmt: skip
+    assert peer.returncode == 0, peer.stdout + peer.stderr
+    assert blackroad("nodes", "rm", "self", home=audited.home).returncode == 0
+    commands = [json.loads(r["record"]).get("command") for r in records(audited)[-3:]]
+    assert commands == [
+        "blackroad users add cli-user --role user",
+        f"blackroad nodes add {audited.url} --kind ollama --name self --key '<hidden>'",
+        "blackroad nodes rm self",
+    ]
+    assert all("s3cret" not in r["record"] for r in records(audited))

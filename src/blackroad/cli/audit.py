@@ -7,12 +7,15 @@ out of band), and runs on an air-gapped laptop.
 
 from __future__ import annotations
 
+import getpass
+import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
-from blackroad.audit.log import AuditLog
+from blackroad.audit.log import AuditLog, Entry
 from blackroad.audit.verify import verify_bundle
 from blackroad.cli.client import console, fail
 from blackroad.config import Settings
@@ -20,6 +23,25 @@ from blackroad.errors import BlackRoadError
 from blackroad.store.database import Database
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+# Options whose values are secrets, kept out of the record of a command line.
+SECRET_OPTIONS = frozenset({"--key", "--token", "--password"})
+
+
+def audited() -> None:
+    """Record the change this command just made (the API audits its own requests).
+
+    The command line is the record: what was done, to whom, with which
+    values, minus the values of secret options; and the system user who ran it.
+    """
+    words, hidden = [], False
+    for word in sys.argv[1:]:
+        words.append("<hidden>" if hidden else word)
+        name = word.split("=", 1)[0]
+        hidden = name in SECRET_OPTIONS and "=" not in word
+        if name in SECRET_OPTIONS and "=" in word:
+            words[-1] = f"{name}=<hidden>"
+    facts = {"via": "cli", "command": shlex.join(["blackroad", *words]), "user": getpass.getuser()}
+    _log().record(Entry("change", facts))
 
 
 def _log() -> AuditLog:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.table import Table
 
+from blackroad.cli.audit import audited
 from blackroad.cli.client import console, fail
 from blackroad.cli.users import expiry
 from blackroad.config import Settings
@@ -58,6 +59,7 @@ def add_node(
     except BlackRoadError as exc:
         fail(exc.message)
     console.print(f"added {node.kind} node '{node.name}' with {len(node.models)} models")
+    audited()
 
 
 @nodes.command("list")
@@ -74,6 +76,7 @@ def remove_node(name: str) -> None:
     except BlackRoadError as exc:
         fail(exc.message)
     console.print(f"removed node '{name}'")
+    audited()
 
 
 def fleet(refresh: bool = typer.Option(False, help="Ask every peer now.")) -> None:
@@ -92,6 +95,7 @@ def create_token(
     until = "never expires" if new.expires_at is None else f"expires {_time(new.expires_at)}"
     console.print(f"Join token {new.prefix} ({until}; shown only now):")
     console.print(new.secret, highlight=False, soft_wrap=True)
+    audited()
 
 
 @tokens.command("list")
@@ -115,6 +119,7 @@ def revoke_token(prefix: str) -> None:
     except BlackRoadError as exc:
         fail(exc.message)
     console.print(f"revoked {prefix}")
+    audited()
 
 
 def _time(moment: datetime | None) -> str:

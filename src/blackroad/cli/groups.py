@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from blackroad.cli.audit import audited
 from blackroad.cli.client import console
 from blackroad.cli.users import run
 
@@ -25,6 +26,7 @@ def add_group(
     """Add a group; without --model its members may use every model."""
     run(lambda d: d.add_group(name, model or None, member))
     console.print(f"added group '{name}'")
+    audited()
 
 
 @groups.command("list")
@@ -50,6 +52,7 @@ def set_models(
         raise typer.BadParameter("give --model at least once, or --all")
     run(lambda d: d.set_group_models(name, None if all_models else model))
     console.print(f"models of '{name}': {'all' if all_models else ', '.join(model)}")
+    audited()
 
 
 @groups.command("members")
@@ -61,6 +64,7 @@ def change_members(
     """Add users to a group, or remove them."""
     run(lambda d: d.change_members(name, add, remove))
     console.print(f"members of '{name}' changed")
+    audited()
 
 
 @groups.command("rm")
@@ -68,3 +72,4 @@ def remove_group(name: str) -> None:
     """Remove a group (its members keep their accounts)."""
     run(lambda d: d.delete_group(name))
     console.print(f"removed group '{name}'")
+    audited()

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from blackroad.cli.audit import audited
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
 from blackroad.fleet.placement import Placements
@@ -67,6 +68,7 @@ def add(
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc
     console.print(_table([entry]))
+    audited()
 
 
 @app.command("place")
@@ -86,3 +88,4 @@ def place(
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"placing {replicas} replicas of {model}" if replicas else f"{model} unplaced")
+    audited()

@@ -15,6 +15,7 @@ from typing import TypeVar
 import typer
 from rich.table import Table
 
+from blackroad.cli.audit import audited
 from blackroad.cli.client import console, fail
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
@@ -82,6 +83,7 @@ def add_user(
     limits = limit_changes(rpm, tpm, concurrent, daily_tokens, monthly_tokens)
     run(lambda d: d.add_user(name, chosen, password, limits, group))
     console.print(f"added {chosen} '{name}'")
+    audited()
 
 
 @users.command("list")
@@ -112,6 +114,7 @@ def disable_user(name: str) -> None:
     """Disable a user: every key of theirs is refused from the next request on."""
     run(lambda d: d.update_user(name, disabled=True))
     console.print(f"disabled '{name}'")
+    audited()
 
 
 @users.command("enable")
@@ -119,6 +122,7 @@ def enable_user(name: str) -> None:
     """Enable a disabled user again."""
     run(lambda d: d.update_user(name, disabled=False))
     console.print(f"enabled '{name}'")
+    audited()
 
 
 @users.command("limits")
@@ -135,6 +139,7 @@ def user_limits(
     limits = limit_changes(rpm, tpm, concurrent, daily_tokens, monthly_tokens, clear=clear)
     run(lambda d: d.update_user(name, limits=limits))
     console.print(f"limits of '{name}': {describe_limits(run(lambda d: d.user(name)))}")
+    audited()
 
 
 def expiry(span: str | None) -> datetime | None:
@@ -171,6 +176,7 @@ def create_key(
     new = run(lambda d: d.create_key(user, name, scopes, model or None, expires_at, limits))
     console.print(f"API key for '{user}' (shown only now; store it safely):")
     console.print(new.secret, highlight=False, soft_wrap=True)
+    audited()
 
 
 @keys.command("list")
@@ -206,6 +212,7 @@ def key_limits(
     run(lambda d: d.set_key_limits(prefix, limits))
     key, _ = run(lambda d: d.key(prefix))
     console.print(f"limits of {prefix}: {describe_limits(key)}")
+    audited()
 
 
 @keys.command("revoke")
@@ -213,6 +220,7 @@ def revoke_key(prefix: str) -> None:
     """Revoke a key by its prefix; it is refused from the next request on."""
     run(lambda d: d.revoke_key(prefix))
     console.print(f"revoked {prefix}")
+    audited()
 
 
 def show_usage(
