@@ -124,6 +124,8 @@ def test_nodes_killed_under_load_lose_no_request(
             except Exception as exc:  # every failure is the test's finding
                 failures.append(exc)
 
+    restarts: list[threading.Timer] = []
+
     def killer() -> None:
         rng = random.Random(7)
         kills = 0
@@ -134,7 +136,9 @@ def test_nodes_killed_under_load_lose_no_request(
             victim = rng.choice(alive)
             victim.kill()
             kills += 1
-            threading.Timer(1.0, victim.start, kwargs={"wait": False}).start()
+            restart = threading.Timer(1.0, victim.start, kwargs={"wait": False})
+            restarts.append(restart)
+            restart.start()
         assert kills >= 2
 
     workers = [threading.Thread(target=worker) for _ in range(WORKERS)]
@@ -146,6 +150,8 @@ def test_nodes_killed_under_load_lose_no_request(
         thread.join()
     done.set()
     chaos.join()
+    for restart in restarts:  # before the fixture stops the nodes: none may start after
+        restart.join()
     assert failures == []
     assert len(tokens) == REQUESTS and all(t > 0 for t in tokens)
     rows = records(control, "/v1/chat/completions") + records(control, "/api/chat")
