@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     pool = EnginePool(options, settings.max_loaded_models, settings.max_memory_bytes)
     catalog = Catalog(settings.models_dir, database)
     router = Router(
-        [LocalMember(settings.node_name, catalog, pool)],
+        [LocalMember(settings.node_name, pool)],
         queue_size=settings.max_queue,
         queue_timeout=settings.fleet_queue_timeout,
     )

@@ -21,7 +21,6 @@ from blackroad.engines.base import Engine, Message, SamplingParams
 from blackroad.engines.llamacpp import LlamaCppEngine
 from blackroad.engines.pool import EnginePool
 from blackroad.engines.remote import RemoteEngine
-from blackroad.models.catalog import Catalog
 from blackroad.models.types import ModelEntry
 
 
@@ -93,19 +92,17 @@ class LocalMember(Member):
     limit = None
     remote = False
 
-    def __init__(self, name: str, catalog: Catalog, pool: EnginePool) -> None:
+    def __init__(self, name: str, pool: EnginePool) -> None:
         self.name = name
-        self.catalog = catalog
         self.pool = pool
 
     def serves(self, job: Job) -> bool:
+        # The service looked the model up in this node's catalog already.
         return job.entry is not None
 
     async def engine(self, job: Job) -> LlamaCppEngine:
-        entry = job.entry
-        if entry is None:  # the router asks only when serves() said yes
-            entry = await asyncio.to_thread(self.catalog.get, job.model)
-        engine = self.pool.get(entry, job.n_ctx, job.n_threads)
+        assert job.entry is not None, "the router asks only a member that serves the job"
+        engine = self.pool.get(job.entry, job.n_ctx, job.n_threads)
         await self.pool.make_room(engine)
         return engine
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
-from blackroad.engines.base import Chunk, Embeddings, Engine, Finish
+from blackroad.engines.base import Chunk, Engine, Finish
 from blackroad.errors import NodeUnavailable, QueueFull, ServiceUnavailable
 from blackroad.fleet.health import Breaker
 from blackroad.fleet.members import Job, Member
@@ -305,10 +305,6 @@ class Router:
                 target.watches.discard(watch)
                 self._release(target)
                 await target.member.done(engine, current)
-
-    async def embed(self, job: Job, inputs: list[str], truncate: bool) -> Embeddings:
-        """Embed on a node that serves the model, moving on from nodes that fail."""
-        return await self.on_any(job, lambda engine: engine.embed(inputs, truncate))
 
     async def on_any(self, job: Job, work: Callable[[Engine], Awaitable[R]]) -> R:
         """Run one call (not a stream) on a node that serves the model, as ``stream`` retries."""
