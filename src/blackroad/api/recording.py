@@ -20,7 +20,6 @@ record: an inference or a change is audited exactly when it is recorded.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from blackroad.audit.capture import Text, entry, kind_of
 from blackroad.audit.log import AuditLog
 from blackroad.identity.quotas import Admission
+from blackroad.store import sqlite
 from blackroad.store.database import Database
 from blackroad.store.schema import RequestRecord
 from blackroad.usage.metrics import Metrics
@@ -117,7 +117,7 @@ class RequestLog:
         # and a write still queued for a worker thread would be dropped with it.
         await asyncio.shield(asyncio.to_thread(self.database.record_request, record, audited))
 
-    def _audited(self, record: RequestRecord) -> Callable[[sqlite3.Connection], object] | None:
+    def _audited(self, record: RequestRecord) -> Callable[[sqlite.Connection], object] | None:
         """The audit record's append, for the request record's transaction; None if not audited."""
         kind = kind_of(self.method, self.path)
         if self.audit is None or kind is None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from blackroad.audit.merkle import Frontier, consistency_proof, inclusion_proof,
 from blackroad.audit.merkle import root as merkle_root
 from blackroad.config import Settings
 from blackroad.errors import InvalidRequest, NotFound
+from blackroad.store import sqlite
 from blackroad.store.database import Database
 
 KEY_FILE = "audit.key"
@@ -75,7 +75,7 @@ class Appended:
     leaf: bytes
 
 
-def append(connection: sqlite3.Connection, entry: Entry, keep_texts: bool) -> Appended:
+def append(connection: sqlite.Connection, entry: Entry, keep_texts: bool) -> Appended:
     """Append ``entry`` within the transaction open on ``connection``."""
     # A write first: it takes SQLite's write lock before the state is read,
     # so two writers (two processes, say) never read the same size.
@@ -145,7 +145,7 @@ class AuditLog:
         """The public key as a note verifier: what an inspector is given out of band."""
         return verifier_key(self.origin, public_key_bytes(self.key))
 
-    def append_to(self, connection: sqlite3.Connection, entry: Entry) -> Appended:
+    def append_to(self, connection: sqlite.Connection, entry: Entry) -> Appended:
         return append(connection, entry, self.keep_texts)
 
     def record(self, entry: Entry) -> Appended:
@@ -232,7 +232,7 @@ class AuditLog:
     def erase(self, index: int, actor: str, reason: str) -> Appended:
         """Erase a record's texts (their hashes stay in its leaf); the erasure is a record."""
 
-        def work(connection: sqlite3.Connection) -> Appended:
+        def work(connection: sqlite.Connection) -> Appended:
             found = connection.execute(
                 "SELECT input IS NOT NULL OR output IS NOT NULL FROM audit_records WHERE idx = ?",
                 (index,),
@@ -290,7 +290,7 @@ class AuditLog:
             )
         cutoff = _iso(datetime.now(UTC) - timedelta(days=older_than_days))
 
-        def work(connection: sqlite3.Connection) -> Appended:
+        def work(connection: sqlite.Connection) -> Appended:
             pruned = connection.execute(
                 "UPDATE audit_records SET input = NULL, output = NULL"
                 " WHERE time < ? AND (input IS NOT NULL OR output IS NOT NULL)",

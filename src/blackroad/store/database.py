@@ -9,7 +9,6 @@ synchronous calls; async callers run them with ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,12 +20,14 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from blackroad.store import sqlite
 from blackroad.store.schema import AddedModel, RequestRecord
 
 T = TypeVar("T")
 
 
-def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+def _on_connect(dbapi_connection: sqlite.Connection, _record: Any) -> None:
+    sqlite.load_extensions(dbapi_connection)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -58,10 +59,10 @@ SELECT k.prefix, k.secret_hash, k.scopes, k.models, k.expires_at, k.revoked_at,
 """
 
 
-def _raw(session: Session) -> sqlite3.Connection:
-    """The sqlite3 connection under ``session``, in its transaction."""
+def _raw(session: Session) -> sqlite.Connection:
+    """The DB-API connection under ``session``, in its transaction."""
     connection = session.connection().connection.driver_connection
-    assert isinstance(connection, sqlite3.Connection)
+    assert isinstance(connection, sqlite.Connection)
     return connection
 
 
@@ -71,12 +72,12 @@ class Database:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.engine = create_engine(f"sqlite:///{path}")
+        self.engine = create_engine(f"sqlite:///{path}", module=sqlite.driver)
         event.listen(self.engine, "connect", _on_connect)
         _migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = threading.local()
-        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_connections: list[sqlite.Connection] = []
 
     def session(self) -> Session:
         return self._sessions()
@@ -87,13 +88,13 @@ class Database:
         self._reader_connections.clear()
         self.engine.dispose()
 
-    def reader(self) -> sqlite3.Connection:
+    def reader(self) -> sqlite.Connection:
         """This thread's read-only connection, for reads on every request's path."""
-        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
+        connection: sqlite.Connection | None = getattr(self._readers, "connection", None)
         if connection is None:
             # Used by this thread only; closed by close(), which may run on another.
-            connection = sqlite3.connect(self.path, check_same_thread=False)
-            connection.row_factory = sqlite3.Row
+            connection = sqlite.connect(self.path, check_same_thread=False)
+            connection.row_factory = sqlite.Row
             connection.execute("PRAGMA query_only=ON")
             connection.execute("PRAGMA busy_timeout=10000")
             self._readers.connection = connection
@@ -102,24 +103,24 @@ class Database:
 
     # -- keys --------------------------------------------------------------
 
-    def key_row(self, prefix: str) -> sqlite3.Row | None:
+    def key_row(self, prefix: str) -> sqlite.Row | None:
         """A key with its user and the model lists of the user's groups, in one read.
 
         Every authenticated request runs this, so it is one indexed query on a
-        plain ``sqlite3`` connection: through the ORM it cost ~0.4 ms a request
+        plain DB-API connection: through the ORM it cost ~0.4 ms a request
         (bench/auth_overhead.py), this way ~0.01 ms.
         """
         return self.reader().execute(_KEY_ROW, (prefix,)).fetchone()  # type: ignore[no-any-return]
 
     # -- request log -------------------------------------------------------
 
-    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def write(self, work: Callable[[sqlite.Connection], T]) -> T:
         """Run ``work`` on the raw connection of one transaction; committed if it returns."""
         with self.session() as session, session.begin():
             return work(_raw(session))
 
     def record_request(
-        self, record: RequestRecord, also: Callable[[sqlite3.Connection], object] | None = None
+        self, record: RequestRecord, also: Callable[[sqlite.Connection], object] | None = None
     ) -> None:
         """Commit ``record``, and in the same transaction whatever ``also`` writes (its audit)."""
         with self.session() as session, session.begin():
