@@ -159,6 +159,8 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer, nullable=False),
         sa.Column("pages", sa.Integer),
         sa.Column("characters", sa.Integer, nullable=False),
+        # The extracted text the chunks' offsets point into (the original file is on disk).
+        sa.Column("text", sa.Text, nullable=False),
         sa.Column("metadata", sa.JSON, nullable=False),
         *_timestamps(),
         sa.UniqueConstraint("kb_id", "name"),
