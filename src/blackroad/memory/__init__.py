@@ -1,0 +1,1 @@
+"""Memory: conversations, long-term memories and knowledge bases."""
