@@ -51,6 +51,8 @@ class Settings:
     admin_password: str | None = None
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 8 * 1024 * 1024
+    # Largest upload of documents to a knowledge base in one request, in bytes.
+    max_upload_bytes: int = 64 * 1024 * 1024
     # Requests allowed to wait per model behind the one being served (503 past it).
     max_queue: int = 16
     # Seconds a client is told to wait when the queue is full.
@@ -118,10 +120,19 @@ class Settings:
     # A JSON file of cloud prices per 1M tokens, replacing the built-in table:
     # {"model": {"input": 0.15, "output": 0.60}, ...}, in ``currency``.
     cloud_prices: str | None = None
+    # Long-term memory (memory/facts.py): the model that embeds memories and
+    # queries for recall, and the chat model that extracts facts from a conversation.
+    embedding_model: str = "all-minilm:l6-v2"
+    memory_model: str = "smollm2:135m"
 
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def documents_dir(self) -> Path:
+        """Knowledge-base documents as uploaded, named by their sha256."""
+        return self.home / "documents"
 
     @property
     def audit_origin(self) -> str:

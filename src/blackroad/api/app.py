@@ -145,7 +145,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     # add_middleware wraps: the last one added is the outermost.
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, unlimited=("/api/blobs/",)
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides=(
+            (r"/api/blobs/", None),
+            (r"/api/kb/[^/]+/documents$", settings.max_upload_bytes),
+        ),
     )
     app.add_middleware(
         RecordingMiddleware,

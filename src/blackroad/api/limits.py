@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -10,22 +12,37 @@ from blackroad.errors import PayloadTooLarge
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, unlimited: tuple[str, ...] = ()) -> None:
+    """``max_bytes`` per body, except on paths matching one of ``overrides``' patterns.
+
+    An override's limit may be ``None``: that path streams its body to disk
+    itself (model blobs) and takes any size.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        overrides: tuple[tuple[str, int | None], ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        # Paths that stream large bodies to disk themselves (model blobs).
-        self.unlimited = unlimited
+        self.overrides = tuple((re.compile(pattern), limit) for pattern, limit in overrides)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body is larger than the limit of {self.max_bytes} bytes")
+    def _limit(self, path: str) -> int | None:
+        for pattern, limit in self.overrides:
+            if pattern.match(path):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.unlimited):
+        limit = self._limit(scope["path"]) if scope["type"] == "http" else None
+        if limit is None:
             await self.app(scope, receive, send)
             return
+        too_large = PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(scope["path"], self._too_large())(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await error_response(scope["path"], too_large)(scope, receive, send)
             return
         received = 0
 
@@ -34,10 +51,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # A chunked body has no length up front: fail the handler's read.
                     # FastAPI re-raises HTTPException from body parsing untouched.
-                    raise HTTPException(413, self._too_large().message)
+                    raise HTTPException(413, too_large.message)
             return message
 
         await self.app(scope, counted, send)

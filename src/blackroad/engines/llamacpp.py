@@ -111,6 +111,11 @@ def _kv_cache_bytes(model: Any, n_cells: int) -> int:
     return int(2 * 2 * n_cells * llama_cpp.llama_model_n_layer(handle) * kv_width // heads)
 
 
+def sequence_context(configured: int, entry: ModelEntry) -> int:
+    """The context of one sequence: as configured, capped by what the model was trained for."""
+    return min(configured, entry.metadata.context_length or configured)
+
+
 def estimated_state_bytes(n_seq: int, n_ctx: int, embedding_length: int) -> int:
     """The KV cache of a model not yet loaded (loaded, it is measured).
 
@@ -139,7 +144,7 @@ class LlamaCppEngine(Engine):
         self.entry = entry
         self.options = options
         self.template = ChatTemplate.for_model(entry.metadata, entry.config.template)
-        self.n_ctx = min(options.n_ctx, entry.metadata.context_length or options.n_ctx)
+        self.n_ctx = sequence_context(options.n_ctx, entry)
         self._queue = FairQueue(options.max_queue, options.retry_after, options.n_parallel)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama[{entry.name}]")
         # Work for the worker thread, in arrival order; the drive loop runs while there is any.

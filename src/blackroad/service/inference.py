@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from blackroad.engines.base import OLLAMA_SAMPLING, Chunk, Embeddings, Message, SamplingParams
+from blackroad.engines.llamacpp import sequence_context
 from blackroad.engines.pool import EnginePool
 from blackroad.errors import Forbidden, InvalidRequest, ModelNotFound
 from blackroad.fleet.members import Job, RemoteMember
 from blackroad.fleet.router import Router
-from blackroad.identity.types import Principal
+from blackroad.identity.types import LOCAL_ADMIN, Principal
 from blackroad.models import names
 from blackroad.models.catalog import Catalog
 from blackroad.models.types import ModelConfig, ModelEntry
@@ -192,6 +193,22 @@ class Inference:
         job = Job(model.name, SamplingParams(), entry=model.entry, local_only=model.local_only,
                   keep_alive=keep_alive, on_node=on_node)  # fmt: skip
         return await self.router.on_any(job, lambda engine: engine.embed(inputs, truncate))
+
+    def window(self, model: ModelRef) -> int:
+        """The context, in tokens, one of ``model``'s sequences has (as configured on this node)."""
+        configured = self.pool.options.n_ctx
+        if model.entry is None:
+            return configured  # a peer's: assume it is configured like this node
+        return sequence_context(configured, model.entry)
+
+    async def vectors(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings of ``texts`` by ``model``, asked by the server itself (memory/).
+
+        No caller's allowlist applies: whoever chose the model for a knowledge
+        base or a memory store was checked when they chose it.
+        """
+        ref = await self.resolve(model, LOCAL_ADMIN)
+        return (await self.embed(ref, texts, truncate=True)).vectors
 
     async def load(
         self,
