@@ -252,21 +252,34 @@ def test_query_words_become_quoted_strings_only() -> None:
     assert index.fts_terms("what is it") == ['"what"', '"is"', '"it"']
 
 
+@dataclass
+class Stored:
+    name: str
+    media_type: str
+    metadata: dict[str, Any]
+    id: int = 0
+
+
 def test_filters_by_document_media_type_and_metadata(db: Index) -> None:
     kb = db.base("firm")
     text = ["Client matters are confidential."]
-    memo = db.add(kb, "memo.txt", text, [axis(1)], metadata={"client": "acme", "year": 2024})
-    brief = db.add(kb, "brief.md", text, [axis(1, 0.1)], media_type="text/markdown",
-                   metadata={"client": "acme", "year": 2025, "sealed": True})  # fmt: skip
-    other = db.add(kb, "other.txt", text, [axis(1, 0.2)],
-                   metadata={"client": "globex", "year": "2024", "sealed": 1})  # fmt: skip
+    documents = [
+        Stored("memo.txt", "text/plain", {"client": "acme", "year": 2024}),
+        Stored("brief.md", "text/markdown", {"client": "acme", "year": 2025, "sealed": True}),
+        Stored("other.txt", "text/plain", {"client": "globex", "year": "2024", "sealed": 1}),
+    ]
+    for offset, document in enumerate(documents):
+        fields = {"media_type": document.media_type, "metadata": document.metadata}
+        document.id = db.add(kb, document.name, text, [axis(1, offset / 10)], **fields)
+    memo, brief, other = (document.id for document in documents)
     vectors = {kb: axis(1)}
 
     def found(filters: SearchFilters, mode: index.Mode = "hybrid") -> set[int]:
-        return {
-            hit.document_id
-            for hit in db.search("client", vectors, [kb], filters=filters, mode=mode)
-        }
+        hits = db.search("client", vectors, [kb], filters=filters, mode=mode)
+        ids = {hit.document_id for hit in hits}
+        # The service's own check of whole documents agrees with the SQL.
+        assert ids == {document.id for document in documents if filters.admits(document)}
+        return ids
 
     for mode in ("lexical", "vector", "hybrid"):
         assert found(SearchFilters(), mode) == {memo, brief, other}

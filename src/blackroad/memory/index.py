@@ -58,7 +58,7 @@ import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +72,7 @@ __all__ = [
     "OVERSAMPLE",
     "POSTINGS_BUDGET",
     "RRF_K",
+    "FilteredDocument",
     "Hit",
     "Mode",
     "SearchFilters",
@@ -128,6 +129,36 @@ class SearchFilters:
 
     def __bool__(self) -> bool:
         return self.documents is not None or self.media_type is not None or bool(self.metadata)
+
+    def admits(self, document: FilteredDocument) -> bool:
+        """Whether ``document`` passes, as the search's SQL decides (for callers outside it)."""
+        if self.documents is not None and document.id not in self.documents:
+            return False
+        if self.media_type is not None and document.media_type != self.media_type:
+            return False
+        return all(
+            key in document.metadata and _same_json(document.metadata[key], value)
+            for key, value in self.metadata.items()
+        )
+
+
+class FilteredDocument(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
+def _same_json(stored: object, wanted: MetadataValue) -> bool:
+    return _json_kind(stored) == _json_kind(wanted) and stored == wanted
 
 
 @dataclass(frozen=True)
