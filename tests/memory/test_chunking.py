@@ -205,16 +205,17 @@ def test_csv_rows_are_never_cut() -> None:
             assert set(c.text.splitlines()) <= lines
 
 
-def test_each_chunk_of_a_pdf_names_the_page_it_starts_on() -> None:
-    pages = [" ".join(f"Page{number} word{n}." for n in range(80)) for number in (1, 2, 3)]
+@pytest.mark.parametrize("words", [80, 3])
+def test_each_chunk_of_a_pdf_lies_on_the_page_it_names(words: int) -> None:
+    pages = [" ".join(f"Page{number} word{n}." for n in range(words)) for number in (1, 2, 3)]
     document = extract(pdf(pages), "three.pdf")
     chunks = chunk(document, 50, 10)
     check_invariants(document, chunks, 50, 10)
     assert {c.page for c in chunks} == {1, 2, 3}
     for c in chunks:
-        assert c.text.split()[0].startswith(f"Page{c.page}")
+        assert all(word.startswith(f"Page{c.page}") for word in c.text.split()[::2])
         page = document.pages[c.page - 1] if c.page else None
-        assert page and page.start <= c.start < page.end
+        assert page and page.start <= c.start and c.end <= page.end
 
 
 def test_a_real_tokenizer_can_count() -> None:

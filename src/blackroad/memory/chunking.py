@@ -10,6 +10,9 @@ The rules, in order of precedence:
   share the chunk of the first text below them. A heading line is never cut;
   it opens its section's first chunk, and every chunk of the section names its
   heading path (``"Protocols > Sepsis"``).
+- A page (of a paged format: PDF) starts a new chunk too, so a chunk's
+  ``page`` is the page of all of its text and a citation never sends the
+  reader to the wrong one; a paragraph running over a page break is cut there.
 - A paragraph (text between blank lines) that fits in ``max_tokens`` is never
   cut; paragraphs are packed greedily. A longer paragraph is cut at line
   breaks (csv rows, list items, PDF lines); a line too long at sentence ends;
@@ -108,7 +111,7 @@ def chunk(
     measure = _piece_tokens if count is None else functools.cache(count)
     page_starts = [page.start for page in document.pages]
     chunks: list[Chunk] = []
-    for section in _sections(document):
+    for section in _paged(_sections(document), document):
         for start, end, tokens in _Cutter(document.text, section, measure).cut(max_tokens, overlap):
             text = document.text[start:end]
             page = None
@@ -157,6 +160,23 @@ def _sections(document: Extracted) -> list[_Section]:
         body = line.end
     sections.append(_Section(start, len(text), body, heading))
     return sections
+
+
+def _paged(sections: list[_Section], document: Extracted) -> list[_Section]:
+    """``sections`` cut where a page begins, so that all of a chunk is on its page.
+
+    A citation names the page of its passage; a chunk running on to the next
+    page would send the reader to the wrong one for part of it.
+    """
+    paged = []
+    for section in sections:
+        start, body = section.start, section.body
+        for page in document.pages:
+            if max(start, body) < page.start < section.end:
+                paged.append(_Section(start, page.start, body, section.heading))
+                start = body = page.start
+        paged.append(_Section(start, section.end, body, section.heading))
+    return paged
 
 
 # The kinds of boundary between two pieces, weakest first: the order in which a cut
