@@ -50,6 +50,7 @@ class World:
     root: str  # an admin's key
     alice: str
     bob: str
+    things: dict[str, int] = field(default_factory=dict)  # A's things by name, for probe paths
 
     @property
     def alice_prefix(self) -> str:
@@ -87,12 +88,27 @@ def _not_found(response: httpx.Response, _: World) -> None:
     assert response.status_code == 404, response.text
 
 
+def _listed_without_a_s(key: str, thing: str) -> Check:
+    """B's list of ``key``, which must not hold A's ``thing``."""
+
+    def check(response: httpx.Response, world: World) -> None:
+        assert response.status_code == 200, response.text
+        assert world.things[thing] not in [item["id"] for item in response.json()[key]]
+
+    return check
+
+
+def _new_of_b(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 201, response.text
+
+
 def _own_usage(response: httpx.Response, _: World) -> None:
     assert response.status_code == 200
     assert response.json()["user"] == BOB
     assert {row["user"] for row in response.json()["usage"]} <= {BOB}
 
 
+A_CHAT, A_MEMORY = "/api/conversations/{chat}", "/api/memories/{memory}"
 CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 OLLAMA = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 1}}
 CAPABILITIES = {"arch": "x86_64", "cores": 1, "simd": [], "accelerators": []}
@@ -155,6 +171,34 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/api/keys"): Probe("caller", body={"name": "second"}, check=_new_own_key),
     ("DELETE", "/api/keys/{prefix}"): Probe("caller", "/api/keys/{alice_prefix}", check=_not_found),
     ("GET", "/api/usage"): Probe("caller", check=_own_usage),
+    ("GET", "/api/conversations"): Probe(
+        "caller", extra={"q": "Lisbon"}, check=_listed_without_a_s("conversations", "chat")
+    ),
+    ("POST", "/api/conversations"): Probe("caller", body={"title": "B's"}, check=_new_of_b),
+    ("GET", "/api/conversations/{conversation_id}"): Probe("caller", A_CHAT, check=_not_found),
+    ("PATCH", "/api/conversations/{conversation_id}"): Probe(
+        "caller", A_CHAT, body={"title": "B's now"}, check=_not_found
+    ),
+    ("DELETE", "/api/conversations/{conversation_id}"): Probe("caller", A_CHAT, check=_not_found),
+    ("GET", "/api/conversations/{conversation_id}/export"): Probe(
+        "caller", A_CHAT + "/export", check=_not_found
+    ),
+    ("POST", "/api/conversations/{conversation_id}/memories"): Probe(
+        "caller", A_CHAT + "/memories", check=_not_found
+    ),
+    ("GET", "/api/memories"): Probe("caller", check=_listed_without_a_s("memories", "memory")),
+    ("POST", "/api/memories"): Probe("caller", body={"text": "B's fact"}, check=_new_of_b),
+    ("POST", "/api/memories/recall"): Probe(
+        "caller", body={"query": "Lisbon"}, check=_listed_without_a_s("memories", "memory")
+    ),
+    ("GET", "/api/memories/{memory_id}"): Probe("caller", A_MEMORY, check=_not_found),
+    ("PATCH", "/api/memories/{memory_id}"): Probe(
+        "caller", A_MEMORY, body={"text": "B's now"}, check=_not_found
+    ),
+    ("DELETE", "/api/memories/{memory_id}"): Probe("caller", A_MEMORY, check=_not_found),
+    ("GET", "/api/memories/{memory_id}/history"): Probe(
+        "caller", A_MEMORY + "/history", check=_not_found
+    ),
     # Admin only.
     ("GET", "/metrics"): Probe("admin"),
     ("GET", "/api/usage/cost"): Probe("admin"),
@@ -234,7 +278,9 @@ def test_every_route_has_a_probe(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("isolation")
-    with running_server(home, auth="on") as server:
+    # A memory is embedded when it is written: by smollm2:135m until the bundled
+    # embedding model is installed.
+    with running_server(home, auth="on", embedding_model=SMOLLM2) as server:
 
         def key(user: str, *options: str) -> str:
             created = blackroad("keys", "create", user, *options, home=home)
@@ -252,6 +298,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"{server.v1}/chat/completions", json=CHAT, headers=_auth(found.alice), timeout=120
         )
         assert alice.status_code == 200
+        # And kept a conversation and a memory.
+        for name, path, body in (
+            ("chat", "/api/conversations", {"messages": [{"role": "user", "content": "Lisbon"}]}),
+            ("memory", "/api/memories", {"text": "Lives in Lisbon"}),
+        ):
+            kept = httpx.post(server.url + path, json=body, headers=_auth(found.alice), timeout=120)
+            assert kept.status_code == 201, kept.text
+            found.things[name] = kept.json()["id"]
         yield found
 
 
@@ -260,7 +314,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 def _call(world: World, method: str, path: str, probe: Probe, key: str | None) -> httpx.Response:
-    url = (probe.path or path).format(alice_prefix=world.alice_prefix)
+    url = (probe.path or path).format(alice_prefix=world.alice_prefix, **world.things)
     return httpx.request(
         method,
         world.server.url + url,
@@ -277,7 +331,11 @@ def _snapshot(world: World) -> tuple[Any, ...]:
     user = httpx.get(f"{url}/api/admin/users/{ALICE}", headers=admin).json()
     keys = httpx.get(f"{url}/api/admin/keys", params={"user": ALICE}, headers=admin).json()
     groups = httpx.get(f"{url}/api/admin/groups", headers=admin).json()
-    return user, keys, groups
+    own = _auth(world.alice)  # what only A sees: her conversations and memories
+    chats = httpx.get(f"{url}/api/conversations", headers=own).json()
+    chat = httpx.get(f"{url}/api/conversations/{world.things['chat']}", headers=own).json()
+    memories = httpx.get(f"{url}/api/memories", headers=own).json()
+    return user, keys, groups, chats, chat, memories
 
 
 ORDERED = sorted(PROBES.items(), key=lambda item: item[1].kind != "caller")

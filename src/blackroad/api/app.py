@@ -31,6 +31,7 @@ from blackroad.api import (
     audit as audit_api,
 )
 from blackroad.api import fleet as fleet_api
+from blackroad.api import memory as memory_api
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
@@ -46,6 +47,8 @@ from blackroad.fleet.router import Router
 from blackroad.identity.directory import Directory
 from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
+from blackroad.memory.conversations import Conversations
+from blackroad.memory.facts import Memories, MemoryStore
 from blackroad.models.catalog import Catalog
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
@@ -82,6 +85,10 @@ def create_app(settings: Settings) -> FastAPI:
     fleet = Nodes(database)
     placer = Placer(Placements(database), settings.registry, settings.registry_key)
     audit = AuditLog.of(settings, database)
+    conversations = Conversations(database)
+    memories = Memories(
+        MemoryStore(database), service, settings.embedding_model, settings.memory_model
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -117,6 +124,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.nodes = fleet
     app.state.router = router
     app.state.audit = audit
+    app.state.conversations = conversations
+    app.state.memories = memories
     app.state.placer = placer
     app.state.quotas = Quotas(database.tokens_since)
     app.state.lockout = Lockout(
@@ -137,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(fleet_api.router)
     app.include_router(audit_api.router)
+    app.include_router(memory_api.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> PlainTextResponse:

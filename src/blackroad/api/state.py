@@ -13,6 +13,8 @@ from blackroad.fleet.router import Router
 from blackroad.identity.directory import Directory
 from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
+from blackroad.memory.conversations import Conversations
+from blackroad.memory.facts import Memories
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
 
@@ -70,3 +72,13 @@ def audit_log(request: Request) -> AuditLog:
 def forwarded(request: Request) -> bool:
     """Did another node's router send this request here (so it must be served here)?"""
     return FORWARDED_HEADER in request.headers
+
+
+def conversations(request: Request) -> Conversations:
+    value: Conversations = request.app.state.conversations
+    return value
+
+
+def memories(request: Request) -> Memories:
+    value: Memories = request.app.state.memories
+    return value

@@ -11,6 +11,7 @@ from blackroad.cli import (
     fleet,
     groups,
     manage,
+    memory,
     models,
     node,
     registry,
@@ -39,6 +40,8 @@ app.add_typer(fleet.nodes, name="nodes")
 app.command("fleet")(fleet.fleet)
 app.command("usage")(users.show_usage)
 app.add_typer(audit.app, name="audit")
+app.add_typer(memory.chats, name="chats")
+app.add_typer(memory.memories, name="memories")
 app.command("cost")(cost.cost)
 app.command("list")(manage.list_models)
 app.command("ps")(manage.ps)
