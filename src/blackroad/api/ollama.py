@@ -132,13 +132,16 @@ async def show(body: ShowRequest, request: Request) -> dict[str, Any]:
     meta, config = entry.metadata, entry.config
     arch = meta.architecture
     engine = service.pool.get(entry)
+    # An embedding model has no chat template: the built-in fallback would be a fiction.
+    template = "" if meta.embedding_only else engine.template.source
+    stop = () if meta.embedding_only else engine.template.stop
     parameters = dict(config.parameters)
-    if engine.template.stop and "stop" not in parameters:
-        parameters["stop"] = list(engine.template.stop)
+    if stop and "stop" not in parameters:
+        parameters["stop"] = list(stop)
     spec = modelfile.Modelfile(
         base=str(entry.path),
         parameters=parameters,
-        template=engine.template.source,
+        template=template,
         system=config.system,
         messages=[dict(m) for m in config.messages],
         license=list(config.license),
@@ -150,7 +153,7 @@ async def show(body: ShowRequest, request: Request) -> dict[str, Any]:
             for k, v in parameters.items()
             for item in (v if isinstance(v, list) else [v])
         ),
-        "template": engine.template.source,
+        "template": template,
         "system": config.system or "",
         "license": "\n".join(config.license),
         "details": details(entry),
@@ -161,8 +164,9 @@ async def show(body: ShowRequest, request: Request) -> dict[str, Any]:
             "general.file_type": meta.quantization,
             f"{arch}.context_length": meta.context_length,
             f"{arch}.embedding_length": meta.embedding_length,
+            **({} if meta.pooling_type is None else {f"{arch}.pooling_type": meta.pooling_type}),
         },
-        "capabilities": ["completion", "embedding"],
+        "capabilities": ["embedding"] if meta.embedding_only else ["completion", "embedding"],
         "modified_at": timestamp(entry.modified_at),
     }
 

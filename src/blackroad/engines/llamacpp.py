@@ -173,11 +173,15 @@ class LlamaCppEngine(Engine):
     def memory_bytes(self) -> int:
         """Weights plus context state: measured once loaded, estimated before."""
         meta = self.entry.metadata
+        # An embedding model has only the embedding context, with its own cache.
+        embedder = self.n_ctx * meta.embedding_length * 4
+        if meta.embedding_only:
+            return self.entry.size + embedder
         state = self._state_bytes or estimated_state_bytes(
             self.options.n_seq, self.n_ctx, meta.embedding_length
         )
         if self._embedder is not None:
-            state += self.n_ctx * meta.embedding_length * 4  # the embedding context's own cache
+            state += embedder
         return self.entry.size + state
 
     @property
@@ -477,22 +481,29 @@ class LlamaCppEngine(Engine):
 
         return await self._call(work)
 
-    async def tokenize(self, text: str) -> list[int]:
-        def work() -> list[int]:
-            self._load_sync()
-            return tokenize_prompt(self._model, text)
+    def _vocabulary_sync(self) -> Any:
+        """The loaded ``LlamaModel``: an embedding model's is the embedder's, never loaded twice."""
+        if self.entry.metadata.embedding_only:
+            return self._embedder_sync()._model
+        self._load_sync()
+        return self._model
 
-        return await self._call(work)
+    async def tokenize(self, text: str) -> list[int]:
+        return await self._call(lambda: tokenize_prompt(self._vocabulary_sync(), text))
 
     async def detokenize(self, tokens: Sequence[int]) -> str:
         def work() -> str:
-            self._load_sync()
-            return str(self._model.detokenize(list(tokens)).decode("utf-8", errors="replace"))
+            text = self._vocabulary_sync().detokenize(list(tokens))
+            return str(text.decode("utf-8", errors="replace"))
 
         return await self._call(work)
 
     async def load(self) -> None:
-        await self._call(self._load_sync)
+        """Make the model ready: an embedding model's embedder, a chat model's decoder."""
+        if self.entry.metadata.embedding_only:
+            await self._call(self._embedder_sync)
+        else:
+            await self._call(self._load_sync)
 
     async def unload(self) -> None:
         def work() -> None:

@@ -28,6 +28,11 @@ class GGUFMetadata:
     pooling_type: int | None
 
     @property
+    def embedding_only(self) -> bool:
+        """An embedding model, which generates no text: it declares a pooling (Ollama's test)."""
+        return self.pooling_type is not None
+
+    @property
     def parameter_size(self) -> str:
         """Human size label as Ollama prints it, e.g. ``268.10M``."""
         count = float(self.parameter_count)

@@ -164,6 +164,13 @@ class Inference:
     ) -> AsyncIterator[Chunk]:
         """Stream a chat reply (``messages``), a raw continuation (``prompt``) or an infill
         (``prompt`` and ``suffix``) from the fleet."""
+        if model.entry is not None and model.entry.metadata.embedding_only:
+            # Ollama's words, refused before any node makes room for the model.
+            raise InvalidRequest(
+                f'"{model.name}" does not support generate: it is an embedding model '
+                "(use /v1/embeddings or /api/embed)",
+                param="model",
+            )
         job = Job(
             model.name,
             params,
