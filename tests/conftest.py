@@ -11,6 +11,7 @@ import pytest
 from tests.support.server import Server, running_server
 
 SMOLLM2 = "smollm2:135m"
+MINILM = "all-minilm:l6-v2"
 GEMMA3 = "gemma3:270m"
 
 

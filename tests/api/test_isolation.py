@@ -64,6 +64,7 @@ class Probe:
     body: dict[str, Any] | None = None
     check: Check | None = None
     extra: dict[str, str] = field(default_factory=dict)  # query parameters
+    files: dict[str, tuple[str, bytes]] | None = None  # a multipart body instead of JSON
 
 
 def _ok(response: httpx.Response, _: World) -> None:
@@ -109,6 +110,8 @@ def _own_usage(response: httpx.Response, _: World) -> None:
 
 
 A_CHAT, A_MEMORY = "/api/conversations/{chat}", "/api/memories/{memory}"
+A_KB, A_DOCUMENT = "/api/kb/{kb}", "/api/kb/{kb}/documents/{document}"
+UPLOAD = {"files": ("b.txt", b"B was here")}
 CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 OLLAMA = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 1}}
 CAPABILITIES = {"arch": "x86_64", "cores": 1, "simd": [], "accelerators": []}
@@ -199,6 +202,33 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/api/memories/{memory_id}/history"): Probe(
         "caller", A_MEMORY + "/history", check=_not_found
     ),
+    ("GET", "/api/kb"): Probe("caller", check=_listed_without_a_s("knowledge_bases", "kb")),
+    ("POST", "/api/kb"): Probe("caller", body={"name": "b-base"}, check=_new_of_b),
+    ("GET", "/api/kb/{ref}"): Probe("caller", A_KB, check=_not_found),
+    ("DELETE", "/api/kb/{ref}"): Probe("caller", A_KB, check=_not_found),
+    ("PUT", "/api/kb/{ref}/shares/{group}"): Probe(
+        "caller", f"{A_KB}/shares/{GROUP}", body={"permission": "write"}, check=_not_found
+    ),
+    ("DELETE", "/api/kb/{ref}/shares/{group}"): Probe(
+        "caller", f"{A_KB}/shares/{GROUP}", check=_not_found
+    ),
+    ("GET", "/api/kb/{ref}/documents"): Probe("caller", A_KB + "/documents", check=_not_found),
+    ("POST", "/api/kb/{ref}/documents"): Probe(
+        "caller", A_KB + "/documents", files=UPLOAD, check=_not_found
+    ),
+    ("GET", "/api/kb/{ref}/documents/{document_id}"): Probe("caller", A_DOCUMENT, check=_not_found),
+    ("GET", "/api/kb/{ref}/documents/{document_id}/file"): Probe(
+        "caller", A_DOCUMENT + "/file", check=_not_found
+    ),
+    ("DELETE", "/api/kb/{ref}/documents/{document_id}"): Probe(
+        "caller", A_DOCUMENT, check=_not_found
+    ),
+    ("GET", "/api/kb/{ref}/search"): Probe(
+        "caller", A_KB + "/search", extra={"q": "Lisbon"}, check=_not_found
+    ),
+    ("POST", "/api/kb/{ref}/search"): Probe(
+        "caller", A_KB + "/search", body={"query": "Lisbon"}, check=_not_found
+    ),
     # Admin only.
     ("GET", "/metrics"): Probe("admin"),
     ("GET", "/api/usage/cost"): Probe("admin"),
@@ -280,7 +310,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("isolation")
     # A memory is embedded when it is written: by smollm2:135m until the bundled
     # embedding model is installed.
-    with running_server(home, auth="on", embedding_model=SMOLLM2) as server:
+    with running_server(home, auth="on") as server:
 
         def key(user: str, *options: str) -> str:
             created = blackroad("keys", "create", user, *options, home=home)
@@ -302,10 +332,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for name, path, body in (
             ("chat", "/api/conversations", {"messages": [{"role": "user", "content": "Lisbon"}]}),
             ("memory", "/api/memories", {"text": "Lives in Lisbon"}),
+            ("kb", "/api/kb", {"name": "a-base"}),
         ):
             kept = httpx.post(server.url + path, json=body, headers=_auth(found.alice), timeout=120)
             assert kept.status_code == 201, kept.text
             found.things[name] = kept.json()["id"]
+        # And a knowledge base with a document, shared with her own group.
+        base = f"{server.url}/api/kb/{found.things['kb']}"
+        document = httpx.post(
+            base + "/documents",
+            files={"files": ("a.txt", b"A lives in Lisbon")},
+            headers=_auth(found.alice),
+            timeout=120,
+        )
+        assert document.status_code == 200, document.text
+        found.things["document"] = document.json()["documents"][0]["document"]["id"]
+        shared = httpx.put(
+            f"{base}/shares/{GROUP}", json={"permission": "read"}, headers=_auth(found.alice)
+        )
+        assert shared.status_code == 200, shared.text
         yield found
 
 
@@ -318,7 +363,10 @@ def _call(world: World, method: str, path: str, probe: Probe, key: str | None) -
     return httpx.request(
         method,
         world.server.url + url,
-        json=probe.body if probe.body is not None or method in ("GET", "HEAD") else {},
+        json=None
+        if probe.files
+        else (probe.body if probe.body is not None or method in ("GET", "HEAD") else {}),
+        files=probe.files,
         params=probe.extra,
         headers=_auth(key) if key else {},
         timeout=120,
@@ -335,7 +383,9 @@ def _snapshot(world: World) -> tuple[Any, ...]:
     chats = httpx.get(f"{url}/api/conversations", headers=own).json()
     chat = httpx.get(f"{url}/api/conversations/{world.things['chat']}", headers=own).json()
     memories = httpx.get(f"{url}/api/memories", headers=own).json()
-    return user, keys, groups, chats, chat, memories
+    base = f"{url}/api/kb/{world.things['kb']}"
+    bases = httpx.get(base, headers=own).json(), httpx.get(f"{base}/documents", headers=own).json()
+    return user, keys, groups, chats, chat, memories, bases
 
 
 ORDERED = sorted(PROBES.items(), key=lambda item: item[1].kind != "caller")

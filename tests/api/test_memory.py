@@ -10,11 +10,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import SMOLLM2
+from tests.conftest import MINILM, SMOLLM2
 from tests.support.server import Server, blackroad, running_server
 
-# The bundled embedding model is being added; a decoder model embeds too.
-EMBEDDING_MODEL = SMOLLM2
+EMBEDDING_MODEL = MINILM
 MAX_BODY = 64 * 1024
 INTRO = [
     {

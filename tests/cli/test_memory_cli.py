@@ -9,14 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SMOLLM2
 from tests.support.server import Server, blackroad, running_server
 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, str]]:
     home = tmp_path_factory.mktemp("memory-cli")
-    with running_server(home, auth="on", embedding_model=SMOLLM2) as server:
+    with running_server(home, auth="on") as server:
         keys = []
         for user in ("carol", "dave"):
             assert blackroad("users", "add", user, home=home).returncode == 0

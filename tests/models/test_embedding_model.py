@@ -28,9 +28,9 @@ from blackroad.models.bert_gguf import (
 )
 from blackroad.models.bundled import bundled_models
 from blackroad.models.metadata import read_metadata
+from tests.conftest import MINILM
 from tests.support.server import Server
 
-MINILM = "all-minilm:l6-v2"
 REFERENCE_FILE = Path(__file__).parent.parent / "data" / "minilm_reference.json"
 REFERENCE = json.loads(REFERENCE_FILE.read_text())
 SENTENCES: list[dict[str, Any]] = REFERENCE["sentences"]

@@ -31,6 +31,7 @@ from blackroad.api import (
     audit as audit_api,
 )
 from blackroad.api import fleet as fleet_api
+from blackroad.api import knowledge as knowledge_api
 from blackroad.api import memory as memory_api
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
@@ -49,9 +50,12 @@ from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
 from blackroad.memory.conversations import Conversations
 from blackroad.memory.facts import Memories, MemoryStore
+from blackroad.memory.knowledge import KnowledgeBases
 from blackroad.models.catalog import Catalog
+from blackroad.service.context import ChatContext
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
+from blackroad.store.objects import ObjectStore
 from blackroad.usage.metrics import Metrics, NodeLoad
 
 
@@ -85,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     fleet = Nodes(database)
     placer = Placer(Placements(database), settings.registry, settings.registry_key)
     audit = AuditLog.of(settings, database)
+    bases = KnowledgeBases(database, ObjectStore(settings.documents_dir), service.vectors)
     conversations = Conversations(database)
     memories = Memories(
         MemoryStore(database), service, settings.embedding_model, settings.memory_model
@@ -93,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool.start()
+        await asyncio.to_thread(bases.sweep)  # before any upload can be in flight
         prober = asyncio.create_task(
             watch(fleet, router, placer, settings.fleet_probe_seconds, settings.node_concurrency)
         )
@@ -124,8 +130,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.nodes = fleet
     app.state.router = router
     app.state.audit = audit
+    app.state.knowledge = bases
     app.state.conversations = conversations
     app.state.memories = memories
+    app.state.chat_context = ChatContext(bases, conversations, memories)
     app.state.placer = placer
     app.state.quotas = Quotas(database.tokens_since)
     app.state.lockout = Lockout(
@@ -146,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(fleet_api.router)
     app.include_router(audit_api.router)
+    app.include_router(knowledge_api.router)
     app.include_router(memory_api.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from blackroad import __version__
 from blackroad.api.auth import principal, require_scope
+from blackroad.api.memory_context import kept, with_memory
 from blackroad.api.ollama_types import (
     ChatRequest,
     EmbeddingsRequest,
@@ -231,16 +232,24 @@ async def _load_or_unload(
 
 
 async def _respond(
-    body: _Inference, request: Request, stream: AsyncIterator[Chunk], piece: Any
+    body: _Inference,
+    request: Request,
+    stream: AsyncIterator[Chunk],
+    piece: Any,
+    extension: dict[str, Any] | None = None,
 ) -> dict[str, Any] | StreamingResponse:
-    """Non-streamed: one object; streamed: NDJSON. ``piece`` shapes a text fragment."""
+    """Non-streamed: one object; streamed: NDJSON. ``piece`` shapes a text fragment.
+
+    ``extension`` (memory the chat used) is BlackRoad's ``blackroad`` field of the final object.
+    """
     started_ns = time.perf_counter_ns()
     record = request_log(request)
     chunks = tracked(await started(stream), record)
+    last = {"blackroad": extension} if extension else {}
     if not body.stream:
         text, finish = await collect(chunks)
         return {"model": body.model_name, "created_at": timestamp(), **piece(text),
-                "done": True, **timings(finish, started_ns)}  # fmt: skip
+                "done": True, **timings(finish, started_ns), **last}  # fmt: skip
 
     async def lines() -> AsyncIterator[dict[str, Any]]:
         async for chunk in chunks:
@@ -249,7 +258,7 @@ async def _respond(
                        **piece(chunk.text), "done": False}  # fmt: skip
             if chunk.finish is not None:
                 yield {"model": body.model_name, "created_at": timestamp(), **piece(""),
-                       "done": True, **timings(chunk.finish, started_ns)}  # fmt: skip
+                       "done": True, **timings(chunk.finish, started_ns), **last}  # fmt: skip
 
     return ndjson(lines(), record)
 
@@ -297,21 +306,24 @@ async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]
     if not body.messages:
         empty = {"message": {"role": "assistant", "content": ""}}
         return await _load_or_unload(model, body, request, empty)
-    messages = service.conversation(
-        model, [{"role": m.role, "content": m.content} for m in body.messages]
-    )
     params = service.sampling(model, body.overrides())
+    turns = [{"role": m.role, "content": m.content} for m in body.messages]
+    context = await with_memory(request, model, turns, body.blackroad, params)
     stream = service.generate(
         model,
         params,
-        messages=messages,
+        messages=service.conversation(model, context.messages),
         # Ollama continues a conversation that ends with the assistant's message.
         continue_final=body.messages[-1].role == "assistant",
         on_node=request_log(request).served_by,
         **_placement(body, request),
     )
     return await _respond(
-        body, request, stream, lambda text: {"message": {"role": "assistant", "content": text}}
+        body,
+        request,
+        kept(request, context, stream),
+        lambda text: {"message": {"role": "assistant", "content": text}},
+        context.extension(),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from blackroad.api.extension_types import BlackRoadChat
 from blackroad.engines.base import OLLAMA_SAMPLING
 from blackroad.errors import InvalidRequest
 from blackroad.service.inference import sampling_from_ollama
@@ -149,6 +150,8 @@ class ChatMessage(_Request):
 class ChatRequest(_Inference):
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
+    # BlackRoad's extension: a stored conversation, memories, knowledge bases.
+    blackroad: BlackRoadChat | None = None
 
 
 class EmbedRequest(_Named):

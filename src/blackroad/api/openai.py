@@ -20,6 +20,7 @@ from starlette.responses import StreamingResponse
 
 from blackroad.api.auth import principal, require_scope
 from blackroad.api.errors import openai_error_body
+from blackroad.api.memory_context import kept, with_memory
 from blackroad.api.openai_types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -91,15 +92,20 @@ async def chat_completions(
     record.model = body.model
     service = inference(request)
     model = await service.resolve(body.model, principal(request), forwarded(request))
-    messages = service.conversation(model, body.rendered_messages())
     params = service.sampling(model, body.sampling())
-    generation = service.generate(
-        model,
-        params,
-        messages=messages,
-        continue_final=body.continue_final(),
-        on_node=record.served_by,
+    context = await with_memory(request, model, body.rendered_messages(), body.blackroad, params)
+    generation = kept(
+        request,
+        context,
+        service.generate(
+            model,
+            params,
+            messages=service.conversation(model, context.messages),
+            continue_final=body.continue_final(),
+            on_node=record.served_by,
+        ),
     )
+    extension = context.extension()
     try:
         first = await started(generation)
     except InvalidRequest as exc:
@@ -140,11 +146,15 @@ async def chat_completions(
                 }
             ],
             "usage": _usage(finish.prompt_tokens, finish.completion_tokens),
+            **({"blackroad": extension} if extension else {}),
         }
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         delta = {"role": "assistant", "content": ""}
-        yield chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        opening = chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        if extension:  # known before the first token: clients can show sources at once
+            opening["blackroad"] = extension
+        yield opening
         async for piece in stream:
             if piece.text:
                 delta = {"content": piece.text}

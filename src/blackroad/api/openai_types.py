@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blackroad.api.extension_types import BlackRoadChat
 from blackroad.errors import InvalidRequest
 
 
@@ -130,6 +131,8 @@ class ChatCompletionRequest(SamplingFields):
     # node: continue the final assistant message instead of answering it.
     continue_final_message: bool = False
     add_generation_prompt: bool = True
+    # BlackRoad's extension: a stored conversation, memories, knowledge bases.
+    blackroad: BlackRoadChat | None = None
 
     def continue_final(self) -> bool:
         if not self.continue_final_message:

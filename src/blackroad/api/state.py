@@ -15,6 +15,8 @@ from blackroad.identity.lockout import Lockout
 from blackroad.identity.quotas import Quotas
 from blackroad.memory.conversations import Conversations
 from blackroad.memory.facts import Memories
+from blackroad.memory.knowledge import KnowledgeBases
+from blackroad.service.context import ChatContext
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
 
@@ -72,6 +74,16 @@ def audit_log(request: Request) -> AuditLog:
 def forwarded(request: Request) -> bool:
     """Did another node's router send this request here (so it must be served here)?"""
     return FORWARDED_HEADER in request.headers
+
+
+def knowledge(request: Request) -> KnowledgeBases:
+    value: KnowledgeBases = request.app.state.knowledge
+    return value
+
+
+def chat_context(request: Request) -> ChatContext:
+    value: ChatContext = request.app.state.chat_context
+    return value
 
 
 def conversations(request: Request) -> Conversations:

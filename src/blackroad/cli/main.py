@@ -10,6 +10,7 @@ from blackroad.cli import (
     cost,
     fleet,
     groups,
+    knowledge,
     manage,
     memory,
     models,
@@ -42,6 +43,7 @@ app.command("usage")(users.show_usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(memory.chats, name="chats")
 app.add_typer(memory.memories, name="memories")
+app.add_typer(knowledge.app, name="kb")
 app.command("cost")(cost.cost)
 app.command("list")(manage.list_models)
 app.command("ps")(manage.ps)

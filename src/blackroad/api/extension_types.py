@@ -1,0 +1,61 @@
+"""The ``blackroad`` extension field, the same in both APIs' chat requests.
+
+Official clients send it as an extra body field (``extra_body={"blackroad":
+{...}}`` with the openai client); responses carry a ``blackroad`` field of
+their own (see ``service/context.py``), which official clients parse and
+keep. Unknown keys are refused, as everywhere else: nothing asked is
+silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from blackroad.memory.index import SearchFilters
+from blackroad.service.context import ContextRequest, KnowledgeMode
+
+Ref = int | Annotated[str, Field(min_length=1, max_length=128)]
+MetadataValue = str | int | float | bool
+
+
+class _Extension(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class KnowledgeFilters(_Extension):
+    documents: Annotated[list[int] | None, Field(max_length=1024)] = None
+    media_type: Annotated[str | None, Field(max_length=128)] = None
+    metadata: Annotated[dict[str, MetadataValue] | None, Field(max_length=32)] = None
+
+    def search_filters(self) -> SearchFilters:
+        return SearchFilters(
+            documents=None if self.documents is None else tuple(self.documents),
+            media_type=self.media_type,
+            metadata=dict(self.metadata or {}),
+        )
+
+
+class BlackRoadChat(_Extension):
+    """Memory for one chat: a stored conversation, long-term memories, knowledge bases."""
+
+    # A conversation's id, or "new" to start one (its id comes back in the response).
+    conversation: int | Literal["new"] | None = None
+    memory: bool = False
+    memory_k: Annotated[int, Field(ge=1, le=50)] = 5
+    knowledge_bases: Annotated[list[Ref], Field(max_length=16)] = Field(default_factory=list)
+    knowledge_mode: KnowledgeMode = "retrieve"
+    top_k: Annotated[int, Field(ge=1, le=50)] = 5
+    filters: KnowledgeFilters | None = None
+
+    def context_request(self) -> ContextRequest:
+        return ContextRequest(
+            knowledge_bases=tuple(self.knowledge_bases),
+            knowledge_mode=self.knowledge_mode,
+            top_k=self.top_k,
+            filters=None if self.filters is None else self.filters.search_filters(),
+            conversation=self.conversation,
+            memory=self.memory,
+            memory_k=self.memory_k,
+        )
