@@ -443,6 +443,8 @@ def test_wrong_vectors_are_refused(db: Index) -> None:
         db.add(kb, "bad.txt", ["one"], [[1.0, 0.0]])
     with pytest.raises(InvalidRequest, match="finite"):
         db.add(kb, "bad.txt", ["one"], [axis(float("nan"))])
+    with pytest.raises(InvalidRequest, match="zero vector"):
+        db.add(kb, "bad.txt", ["one"], [axis()])
     with pytest.raises(InvalidRequest, match="2 chunks but 1 vectors"):
         db.add(kb, "bad.txt", ["one", "two"], [axis(1)])
     with pytest.raises(InvalidRequest, match="dimensions"):

@@ -53,6 +53,7 @@ of the scores a reranker gave them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import re
@@ -68,6 +69,7 @@ from blackroad.store import sqlite
 
 __all__ = [
     "DEPTH",
+    "MAX_PAIRED",
     "MAX_TERMS",
     "OVERSAMPLE",
     "POSTINGS_BUDGET",
@@ -97,6 +99,8 @@ OVERSAMPLE = 8
 # sqlite-vec refuses a KNN with k above 4096.
 _KNN_MAX = 4096
 MAX_TERMS = 32
+# The rarest words whose pairs make a hybrid search's lexical query (28 pairs).
+MAX_PAIRED = 8
 # Chunks an OR query may match, counted per term (see _affordable_terms).
 POSTINGS_BUDGET = 5_000
 _WORD = re.compile(r"[^\W_]+")
@@ -111,7 +115,12 @@ _STOPWORDS = frozenset({
     "this", "those", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom",
     "why", "will", "with", "would", "you", "your",
 })  # fmt: skip
-_DIMENSIONS = re.compile(r"\bbits bit\[(\d+)\]")
+# The coarse code: each coordinate of a unit vector quantized to one of 8 levels, written as 7
+# "above threshold" bits (a thermometer code), so the Hamming distance between two codes is the
+# L1 distance between their levels. The thresholds are the octiles of N(0, 1/D), about how a
+# coordinate of a unit vector in D dimensions is spread, so the levels are about equally used.
+_OCTILES = np.array([-1.1503, -0.6745, -0.3186, 0.0, 0.3186, 0.6745, 1.1503], dtype=np.float32)
+_CODE = re.compile(r"\bsq8 bit\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -196,12 +205,13 @@ def _begin(connection: sqlite.Connection) -> None:
 def create_vectors(connection: sqlite.Connection, kb_id: int, dimensions: int) -> None:
     """Create the vector table of a knowledge base whose embeddings have ``dimensions``."""
     if not 1 <= dimensions <= 8192 or dimensions % 8:
-        # vec0 bit vectors are whole bytes; embedding models give multiples of 8.
+        # A code is whole bytes (7 bits a dimension); embedding models give multiples of 8.
         raise InvalidRequest(f"unsupported embedding width {dimensions}", "dimensions")
     _begin(connection)
     connection.execute(
         f"CREATE VIRTUAL TABLE {vector_table(kb_id)} USING vec0("
-        f"chunk_id INTEGER PRIMARY KEY, bits bit[{operator.index(dimensions)}], +embedding BLOB)"
+        f"chunk_id INTEGER PRIMARY KEY, sq8 bit[{len(_OCTILES) * operator.index(dimensions)}], "
+        "+embedding BLOB)"
     )
 
 
@@ -217,9 +227,9 @@ def _dimensions(connection: sqlite.Connection, kb_id: int) -> int | None:
     ).fetchone()
     if row is None:
         return None
-    found = _DIMENSIONS.search(row[0])
+    found = _CODE.search(row[0])
     assert found is not None, row[0]  # the table is create_vectors' own
-    return int(found.group(1))
+    return int(found.group(1)) // len(_OCTILES)
 
 
 def _matrix(vectors: Sequence[Sequence[float]] | npt.ArrayLike, dimensions: int) -> Any:
@@ -231,7 +241,17 @@ def _matrix(vectors: Sequence[Sequence[float]] | npt.ArrayLike, dimensions: int)
         )
     if not np.isfinite(matrix).all():
         raise InvalidRequest("vectors must be finite numbers", "vectors")
-    return matrix
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if not norms.all():
+        raise InvalidRequest("a zero vector has no direction to compare", "vectors")
+    return matrix / norms
+
+
+def _codes(units: Any) -> Any:
+    """The coarse codes (one row of bytes each) of unit vectors."""
+    thresholds = _OCTILES[:, None] / np.float32(np.sqrt(units.shape[1]))
+    above = units[:, None, :] > thresholds  # (vectors, 7, dimensions)
+    return np.packbits(above.reshape(len(units), -1), axis=1)
 
 
 def add_vectors(
@@ -249,13 +269,11 @@ def add_vectors(
     matrix = _matrix(vectors, dimensions)
     if len(matrix) != len(chunk_ids):
         raise InvalidRequest(f"{len(chunk_ids)} chunks but {len(matrix)} vectors", "vectors")
+    rows = zip(chunk_ids, _codes(matrix), matrix, strict=True)
     connection.executemany(
-        f"INSERT INTO {vector_table(kb_id)} (chunk_id, bits, embedding) "  # noqa: S608
-        "VALUES (?, vec_quantize_binary(?), ?)",
-        (
-            (operator.index(i), row.tobytes(), row.tobytes())
-            for i, row in zip(chunk_ids, matrix, strict=True)
-        ),
+        f"INSERT INTO {vector_table(kb_id)} (chunk_id, sq8, embedding) "  # noqa: S608
+        "VALUES (?, vec_bit(?), ?)",
+        ((operator.index(i), code.tobytes(), unit.tobytes()) for i, code, unit in rows),
     )
 
 
@@ -315,15 +333,16 @@ def _allowed_documents(
     return "SELECT d.id FROM documents d WHERE " + " AND ".join(clauses), params  # noqa: S608
 
 
-def _affordable_terms(connection: sqlite.Connection, terms: list[str]) -> list[str]:
+def _affordable_terms(connection: sqlite.Connection, terms: list[str]) -> tuple[list[str], int]:
     """The rarest of ``terms`` whose chunks together stay within ``POSTINGS_BUDGET``.
 
     FTS5 scores every chunk an OR query matches, so a common word would make
     most of a large index candidates. Each term's matches are counted (up to
     the budget, through FTS5 itself, so with its own tokenizer and stemmer),
     and terms are kept rarest first while their counts add up to at most the
-    budget; the rarest term that matches anything is always kept. An index
-    smaller than the budget keeps every term.
+    budget; the rarest term that matches anything is always kept, and words
+    that together match fewer chunks than the budget are all kept. Returns the
+    terms kept and how many of ``terms`` match anything.
     """
     counted = []
     for term in terms:
@@ -340,7 +359,7 @@ def _affordable_terms(connection: sqlite.Connection, terms: list[str]) -> list[s
             break
         kept.append(term)
         total += count
-    return kept
+    return kept, len(counted)
 
 
 def _lexical(
@@ -349,11 +368,22 @@ def _lexical(
     kb_ids: Sequence[int],
     depth: int,
     allowed: tuple[str, list[Any]],
+    paired: bool,
 ) -> list[tuple[int, float]]:
-    """(chunk id, bm25) of the best ``depth`` FTS5 matches, best first."""
-    terms = _affordable_terms(connection, fts_terms(query))
-    if not terms:
+    """(chunk id, bm25) of the best ``depth`` FTS5 matches, best first.
+
+    ``paired``: only chunks holding at least two of the query's words, when it
+    has several (pairs of its ``MAX_PAIRED`` rarest; the rarest alone where the
+    others were left out as too common).
+    """
+    words = fts_terms(query)
+    terms, matching = _affordable_terms(connection, words)
+    if not terms or (paired and len(words) > 1 and matching < 2):
         return []
+    match = " OR ".join(terms)
+    if paired and len(terms) > 1:
+        pairs = itertools.combinations(terms[:MAX_PAIRED], 2)
+        match = " OR ".join(f"({a} AND {b})" for a, b in pairs)
     subquery, params = allowed
     # Whether a match is in scope is read from the chunks' indexes, which are
     # small and cached, not from their rows, which hold the text: that
@@ -368,7 +398,7 @@ def _lexical(
         "SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts "  # noqa: S608
         f"WHERE chunks_fts MATCH ? AND EXISTS (SELECT 1 FROM chunks c INDEXED BY {index_name} "
         f"WHERE {scope} AND c.id = chunks_fts.rowid) ORDER BY score LIMIT ?",
-        [" OR ".join(terms), *params, depth],
+        [match, *params, depth],
     ).fetchall()
     return [(row[0], row[1]) for row in rows]
 
@@ -389,7 +419,8 @@ def _nearest(
     dimensions = _dimensions(connection, kb_id)
     if dimensions is None:
         return []  # nothing embedded yet
-    query = _matrix([vector], dimensions)[0].tobytes()
+    unit = _matrix([vector], dimensions)
+    code, query = _codes(unit)[0].tobytes(), unit[0].tobytes()
     subquery, params = allowed
     condition = (
         " AND chunk_id IN (SELECT c.id FROM chunks c INDEXED BY ix_chunks_document_id "  # noqa: S608
@@ -401,10 +432,10 @@ def _nearest(
     table = vector_table(kb_id)
     rows = connection.execute(
         f"WITH coarse AS (SELECT chunk_id, embedding FROM {table} "  # noqa: S608
-        f"WHERE bits MATCH vec_quantize_binary(?) AND k = ?{condition}) "
+        f"WHERE sq8 MATCH vec_bit(?) AND k = ?{condition}) "
         "SELECT chunk_id, vec_distance_cosine(embedding, ?) AS distance FROM coarse "
         "ORDER BY distance LIMIT ?",
-        [query, candidates, *params, query, depth],
+        [code, candidates, *params, query, depth],
     ).fetchall()
     return [(row[0], row[1]) for row in rows]
 
@@ -441,7 +472,7 @@ def search(
 
     lexical: list[tuple[int, float]] = []
     if mode != "vector":
-        lexical = _lexical(connection, query, kb_ids, depth, allowed)
+        lexical = _lexical(connection, query, kb_ids, depth, allowed, paired=mode == "hybrid")
     nearest: list[tuple[int, float]] = []
     if mode != "lexical":
         for kb_id in kb_ids:
