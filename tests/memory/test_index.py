@@ -227,7 +227,7 @@ def test_no_query_text_can_make_a_search_fail(db: Index, query: str, mode: index
     kb = db.base("hospital")
     db.add(kb, "hours.txt", PASSAGES, VECTORS)
     hits = db.search(query, {kb: QUERY_VECTOR}, [kb], mode=mode)
-    if "pharmacy" in query.lower() and query.isascii():
+    if mode == "lexical" and "pharmacy" in query.lower() and query.isascii():
         # The words survive as words: the passages that hold them are found.
         assert any("pharmacy" in hit.text for hit in hits if hit.lexical_rank is not None)
 
@@ -241,6 +241,22 @@ def test_a_query_without_words_has_no_lexical_hits(db: Index, query: str) -> Non
     # In hybrid mode the vectors still answer.
     hits = db.search(query, {kb: QUERY_VECTOR}, [kb], k=1)
     assert chunk_texts(hits) == [PASSAGES[1]] and hits[0].lexical_rank is None
+
+
+def test_hybrid_fuses_only_chunks_holding_two_of_the_query_s_words(db: Index) -> None:
+    kb = db.base("hospital")
+    db.add(kb, "hours.txt", PASSAGES, VECTORS)
+    far = axis(0, 0, 0, 1)  # no passage is near: the lexical list decides what is shared
+    # "wards" alone (with a word found nowhere) is weak evidence: vectors only.
+    hits = db.search("wards zebra", {kb: far}, [kb], k=3)
+    assert all(hit.lexical_rank is None for hit in hits)
+    assert [h.text for h in db.search("wards zebra", {}, [kb], mode="lexical")] == [PASSAGES[2]]
+    # Two of its words in one passage: BM25 has its say.
+    hits = db.search("wards pharmacy zebra", {kb: far}, [kb], k=3)
+    assert [hit.text for hit in hits if hit.lexical_rank is not None] == [PASSAGES[2]]
+    # A one-word query needs only that word.
+    hits = db.search("ambulances", {kb: far}, [kb], k=3)
+    assert [hit.text for hit in hits if hit.lexical_rank is not None] == [PASSAGES[1]]
 
 
 def test_query_words_become_quoted_strings_only() -> None:
