@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from blackroad.store import sqlite
-from tests.conftest import SMOLLM2
+from tests.conftest import MINILM, SMOLLM2
 from tests.support.documents import docx_file, pdf
 from tests.support.server import Server, blackroad, running_server
 
@@ -156,6 +156,17 @@ def test_search_modes_and_filters(world: World, cases: dict[str, Any]) -> None:
             )
             assert answer.status_code == 200, answer.text
             assert answer.json()["results"][0]["document"]["id"] == pdf_id
+        reranked = alice.post(
+            f"/api/kb/{kb}/search",
+            json={"query": "senior partner wombat", "k": 3, "rerank": MINILM},
+        ).json()["results"]
+        assert reranked[0]["document"]["id"] == pdf_id
+        scores = [hit["score"] for hit in reranked]
+        assert scores == sorted(scores, reverse=True) and all(-1 <= x <= 1 for x in scores)
+        missing = alice.post(
+            f"/api/kb/{kb}/search", json={"query": "wombat", "rerank": "no-such:model"}
+        )
+        assert missing.status_code == 404
         only_md = alice.post(
             f"/api/kb/{kb}/search",
             json={"query": "wombat", "filters": {"media_type": "text/markdown"}},

@@ -48,6 +48,7 @@ class BlackRoadChat(_Extension):
     knowledge_mode: KnowledgeMode = "retrieve"
     top_k: Annotated[int, Field(ge=1, le=50)] = 5
     filters: KnowledgeFilters | None = None
+    rerank: Annotated[str | None, Field(min_length=1, max_length=256)] = None
 
     def context_request(self) -> ContextRequest:
         return ContextRequest(
@@ -55,6 +56,7 @@ class BlackRoadChat(_Extension):
             knowledge_mode=self.knowledge_mode,
             top_k=self.top_k,
             filters=None if self.filters is None else self.filters.search_filters(),
+            rerank=self.rerank,
             conversation=self.conversation,
             memory=self.memory,
             memory_k=self.memory_k,

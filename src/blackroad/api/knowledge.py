@@ -41,7 +41,6 @@ class KnowledgeBaseCreate(BaseModel):
     chunk_tokens: Annotated[int, Field(ge=16, le=8192)] = DEFAULT_MAX_TOKENS
     chunk_overlap: Annotated[int, Field(ge=0, le=4096)] = DEFAULT_OVERLAP
 
-
     @field_validator("name")
     @classmethod
     def _not_an_id(cls, name: str) -> str:
@@ -63,6 +62,8 @@ class SearchRequest(BaseModel):
     k: Annotated[int, Field(ge=1, le=100)] = 5
     mode: index.Mode = "hybrid"
     filters: KnowledgeFilters | None = None
+    # An embedding model that re-scores the candidates (query against passage).
+    rerank: Annotated[str | None, Field(min_length=1, max_length=256)] = None
 
 
 def _user(request: Request) -> str:
@@ -214,8 +215,10 @@ def _hit(hit: index.Hit) -> dict[str, Any]:
 
 async def _search(ref: str, body: SearchRequest, request: Request) -> dict[str, Any]:
     filters = body.filters.search_filters() if body.filters else None
+    if body.rerank is not None:
+        await inference(request).resolve(body.rerank, principal(request))
     hits = await knowledge(request).search(
-        _user(request), [ref], body.query, body.k, body.mode, filters
+        _user(request), [ref], body.query, body.k, body.mode, filters, body.rerank
     )
     return {"query": body.query, "mode": body.mode, "results": [_hit(hit) for hit in hits]}
 

@@ -25,6 +25,8 @@ async def with_memory(
     ask = None if extension is None else extension.context_request()
     if ask is None or not ask.asked:
         return Context(model.name, list(messages), list(messages))
+    if ask.rerank is not None:  # the caller must be allowed the reranking model too
+        await inference(request).resolve(ask.rerank, principal(request))
     window = inference(request).window(model)
     return await chat_context(request).prepare(
         principal(request).user, model.name, messages, ask, window, params.max_tokens

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ Permission = Literal["read", "write", "owner"]
 # Texts sent to the embedding model at once: enough to batch, small enough
 # that one upload does not hold the model for long between other requests.
 EMBED_BATCH = 32
+# Candidates a reranker sees per passage asked for.
+RERANK_DEPTH = 4
 Embedder = Callable[[str, list[str]], Awaitable[list[list[float]]]]
 Outcome = Literal["added", "updated", "unchanged"]
 
@@ -138,6 +141,11 @@ def _document(row: sqlite.Row) -> Document:
     values = dict(row)
     values["metadata"] = json.loads(values["metadata"])
     return Document(**values)
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / norms if norms else 0.0
 
 
 def _unused(connection: sqlite.Connection, digests: list[str]) -> list[str]:
@@ -349,7 +357,10 @@ class KnowledgeBases:
         k: int = 5,
         mode: index.Mode = "hybrid",
         filters: index.SearchFilters | None = None,
+        rerank: str | None = None,
     ) -> list[index.Hit]:
+        """The ``k`` best passages; with ``rerank`` (an embedding model), RERANK_DEPTH times
+        as many candidates re-scored by that model's cosine between query and passage."""
         bases = [await asyncio.to_thread(self.get, user, ref) for ref in refs]
         vectors: dict[int, list[float]] = {}
         if mode != "lexical":
@@ -362,12 +373,18 @@ class KnowledgeBases:
                 vectors.update((base.id, vector) for base in group)
         ids = [base.id for base in bases]
 
+        depth = k if rerank is None else k * RERANK_DEPTH
+
         def run() -> list[index.Hit]:
             return index.search(
-                self.database.reader(), query, vectors, ids, k=k, mode=mode, filters=filters
+                self.database.reader(), query, vectors, ids, k=depth, mode=mode, filters=filters
             )
 
-        return await asyncio.to_thread(run)
+        hits = await asyncio.to_thread(run)
+        if rerank is None or not hits:
+            return hits
+        [asked, *passages] = await self.embedder(rerank, [query, *(hit.text for hit in hits)])
+        return index.reorder(hits, [_cosine(asked, passage) for passage in passages])[:k]
 
     # -- internals -------------------------------------------------------------
 

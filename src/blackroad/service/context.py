@@ -54,6 +54,7 @@ class ContextRequest:
     knowledge_mode: KnowledgeMode = "retrieve"
     top_k: int = 5
     filters: SearchFilters | None = None
+    rerank: str | None = None  # an embedding model re-scoring the candidates
     conversation: int | Literal["new"] | None = None
     memory: bool = False
     memory_k: int = 5
@@ -198,7 +199,7 @@ class ChatContext:
             if whole is not None:
                 return "whole", whole
         hits = await self.knowledge.search(
-            user, ask.knowledge_bases, question, ask.top_k, filters=ask.filters
+            user, ask.knowledge_bases, question, ask.top_k, filters=ask.filters, rerank=ask.rerank
         )
         citations: list[dict[str, Any]] = []
         for hit in hits:
