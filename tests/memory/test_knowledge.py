@@ -465,3 +465,18 @@ def test_kill_during_ingestion_leaves_no_half_indexed_document(tmp_path: Path) -
             home / "documents" / documents[0]["sha256"][:2] / documents[0]["sha256"]
         ]
         assert upload(api, kb, {"big.txt": paragraphs[:2000].encode()})[0]["outcome"] == "added"
+
+
+def test_a_base_chooses_its_embedding_model(world: World) -> None:
+    with world.client(ALICE) as alice:
+        unknown = alice.post("/api/kb", json={"name": "x", "embedding_model": "no:such"})
+        assert unknown.status_code == 404
+        base = create(alice, "decoder-vectors", embedding_model=SMOLLM2)
+        assert base["embedding_model"] == SMOLLM2 and base["dimensions"] is None
+        upload(alice, base["id"], {"m.txt": b"The bittern rule.\n\nThe curlew rule."})
+        found = alice.get(f"/api/kb/{base['id']}").json()
+        hits = alice.post(
+            f"/api/kb/{base['id']}/search", json={"query": "bittern", "mode": "vector"}
+        ).json()["results"]
+    assert found["dimensions"] == 576  # SmolLM2-135M's width, not MiniLM's 384
+    assert hits and all(hit["vector_rank"] is not None for hit in hits)
