@@ -32,6 +32,7 @@ from blackroad.api.streaming import collect, event_response, started, tracked
 from blackroad.engines.base import Chunk, Finish
 from blackroad.errors import InvalidRequest
 from blackroad.models.types import ModelEntry
+from blackroad.service.tools import Answer
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_scope("inference"))])
 SYSTEM_FINGERPRINT = "blackroad"
@@ -129,8 +130,10 @@ async def chat_completions(
             event["usage"] = usage
         return event
 
+    tools = body.tool_plan()
     if not body.stream:
         text, finish = await collect(stream)
+        message, reason = _assistant_message(tools.read(text), finish.reason)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -140,32 +143,37 @@ async def chat_completions(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": finish.reason,
+                    "finish_reason": reason,
                 }
             ],
             "usage": _usage(finish.prompt_tokens, finish.completion_tokens),
             **({"blackroad": extension} if extension else {}),
         }
 
+    def delta_chunk(delta: dict[str, Any]) -> dict[str, Any]:
+        return chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
     async def events() -> AsyncIterator[dict[str, Any]]:
-        delta = {"role": "assistant", "content": ""}
-        opening = chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        opening = delta_chunk({"role": "assistant", "content": ""})
         if extension:  # known before the first token: clients can show sources at once
             opening["blackroad"] = extension
         yield opening
+        buffered: list[str] = []
         async for piece in stream:
-            if piece.text:
-                delta = {"content": piece.text}
-                yield chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+            if piece.text and tools.active:
+                buffered.append(piece.text)  # constrained JSON: read once it is whole
+            elif piece.text:
+                yield delta_chunk({"content": piece.text})
             if piece.finish is not None:
-                done = {
-                    "index": 0,
-                    "delta": {},
-                    "logprobs": None,
-                    "finish_reason": piece.finish.reason,
-                }
+                reason: str = piece.finish.reason
+                if tools.active:
+                    answer = tools.read("".join(buffered))
+                    for delta in _tool_deltas(answer):
+                        yield delta_chunk(delta)
+                    reason = "tool_calls" if answer.calls else reason
+                done = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
                 yield chunk([done])
                 if body.include_usage:
                     yield chunk(
@@ -173,6 +181,33 @@ async def chat_completions(
                     )
 
     return _event_stream(record, events())
+
+
+def _assistant_message(answer: Answer, reason: str) -> tuple[dict[str, Any], str]:
+    """The assistant's message of a chat completion and its finish_reason."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content, "refusal": None}
+    if not answer.calls:
+        return message, reason
+    message["tool_calls"] = [
+        {"id": c.id, "type": "function",
+         "function": {"name": c.name, "arguments": c.arguments_json}}
+        for c in answer.calls
+    ]  # fmt: skip
+    return message, "tool_calls"
+
+
+def _tool_deltas(answer: Answer) -> list[dict[str, Any]]:
+    """Stream deltas of an answer read whole: its text, or per call (by index) the id and
+    name with empty arguments, then the arguments."""
+    if not answer.calls:
+        return [{"content": answer.content}] if answer.content else []
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(answer.calls):
+        opening = {"index": index, "id": call.id, "type": "function",
+                   "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+        arguments = {"index": index, "function": {"arguments": call.arguments_json}}
+        deltas += [{"tool_calls": [opening]}, {"tool_calls": [arguments]}]
+    return deltas
 
 
 @router.post("/completions", response_model=None)

@@ -8,12 +8,16 @@ Ranges follow OpenAI's documented limits. ``top_k``, ``min_p`` and
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from blackroad.api.extension_types import BlackRoadChat
+from blackroad.engines.base import Message
 from blackroad.errors import InvalidRequest
+from blackroad.service.tools import ToolPlan, plan, tool
 
 
 class _Strict(BaseModel):
@@ -34,10 +38,64 @@ class ImagePart(_Strict):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolSpec(_Strict):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    def rendered(self, index: int, tool_names: Mapping[str, str]) -> Message:
+        """This message as ``service.tools.text_turns`` reads it."""
+        turn: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text(index),
+        }
+        if self.role == "tool":
+            if not self.tool_call_id:
+                raise InvalidRequest(
+                    "a message with role tool needs a tool_call_id",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            turn["name"] = tool_names.get(self.tool_call_id)
+        if self.tool_calls:
+            turn["tool_calls"] = [
+                {"name": c.function.name, "arguments": _arguments(c.function.arguments, index)}
+                for c in self.tool_calls
+            ]
+        return turn
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -51,6 +109,15 @@ class ChatMessage(_Strict):
                     param=f"messages[{index}].content",
                 )
         return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+
+def _arguments(text: str, index: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            "tool call arguments must be JSON", param=f"messages[{index}].tool_calls"
+        ) from exc
 
 
 class StreamOptions(_Strict):
@@ -131,8 +198,23 @@ class ChatCompletionRequest(SamplingFields):
     # node: continue the final assistant message instead of answering it.
     continue_final_message: bool = False
     add_generation_prompt: bool = True
+    tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     # BlackRoad's extension: a stored conversation, memories, knowledge bases.
     blackroad: BlackRoadChat | None = None
+
+    def tool_plan(self) -> ToolPlan:
+        """The tools offered and how the answer is constrained ("none" without tools)."""
+        specs = [
+            tool(t.function.name, t.function.description, t.function.parameters,
+                 f"tools[{i}].function.parameters")
+            for i, t in enumerate(self.tools or [])
+        ]  # fmt: skip
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return plan(specs, choice.function.name, self.parallel_tool_calls)
+        return plan(specs, choice, self.parallel_tool_calls)
 
     def continue_final(self) -> bool:
         if not self.continue_final_message:
@@ -150,6 +232,9 @@ class ChatCompletionRequest(SamplingFields):
         return True
 
     def json_schema(self) -> dict[str, Any] | None:
+        tools_schema = self.tool_plan().schema()
+        if tools_schema is not None:
+            return tools_schema
         fmt = self.response_format
         if fmt is None or fmt.type == "text":
             return None
@@ -162,12 +247,12 @@ class ChatCompletionRequest(SamplingFields):
             )
         return fmt.json_schema.schema_ or {"type": "object"}
 
-    def rendered_messages(self) -> list[dict[str, str]]:
-        """Messages as chat templates expect them: plain text, ``developer`` as ``system``."""
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
-            for i, m in enumerate(self.messages)
-        ]
+    def rendered_messages(self) -> list[Message]:
+        """Messages as chat templates expect them: plain text, ``developer`` as ``system``,
+        tools described in the system message, calls and results as text turns."""
+        names = {c.id: c.function.name for m in self.messages for c in m.tool_calls or []}
+        turns = [m.rendered(i, names) for i, m in enumerate(self.messages)]
+        return self.tool_plan().offered(turns)
 
     def output_limit(self) -> int | None:
         return self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens

@@ -1,0 +1,221 @@
+"""Tool calling for both APIs: from tools and a tool choice to a constrained answer and back.
+
+One plan serves OpenAI (``tools``, ``tool_choice``, ``parallel_tool_calls``)
+and Ollama (``tools``, always "auto"). The model is told about the tools in a
+system-message section (name, description and parameters as JSON), and its
+answer is constrained by a JSON schema that the engine compiles to a
+llama.cpp grammar (``SamplingParams.json_schema``, the same path as
+``response_format``), so even a small model emits calls that parse:
+
+- "required" or a named function: ``{"tool_calls": [{"name": <enum>, "arguments":
+  <that tool's parameters>}]}``, one call unless ``parallel`` (then at most one
+  per tool offered: small models otherwise repeat a call until max_tokens);
+- "auto": a oneOf between that shape and a text answer ``{"content": string}``;
+- "none": no constraint and the tools are not offered.
+
+The constrained output is parsed back into calls with ids (``call_<random>``)
+whose arguments are validated with ``jsonschema`` against the tool's
+parameters; output that does not parse (a reply cut short by max_tokens) is
+returned as text. Earlier assistant calls and tool results are rendered as
+plain text turns (results as user turns, consecutive ones merged), so any
+chat template, Gemma's strict alternation included, accepts a follow-up.
+Because the plan becomes a JSON schema and messages, a request forwarded to a
+peer carries it as ``response_format``/``format``: the peer needs no tool support.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonschema
+
+from blackroad.engines.base import Message
+from blackroad.errors import InvalidRequest
+
+ToolMode = Literal["none", "auto", "required"]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A constrained reply read back: text, or calls (then ``content`` is None)."""
+
+    content: str | None
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+def tool(name: str, description: str | None, parameters: Any, param: str) -> Tool:
+    """A tool whose parameters are a valid JSON schema (an object schema when empty)."""
+    schema = parameters if parameters else {"type": "object", "properties": {}}
+    if not isinstance(schema, dict):
+        raise InvalidRequest("a tool's parameters must be a JSON schema object", param=param)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidRequest(
+            f"invalid JSON schema for tool '{name}': {exc.message}", param=param
+        ) from exc
+    return Tool(name, description or "", schema)
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """The tools offered and how the model must answer."""
+
+    tools: tuple[Tool, ...]
+    mode: ToolMode
+    parallel: bool = True
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tools) and self.mode != "none"
+
+    def schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the constrained answer; None when tools are not in play."""
+        if not self.active:
+            return None
+        schemas = [_call_schema(t) for t in self.tools]
+        one_call = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+        # Small models repeat a call until max_tokens: parallel calls are bounded by
+        # the number of tools offered (a named choice is therefore one call).
+        limit = len(self.tools) if self.parallel else 1
+        calls = {"type": "array", "items": one_call, "minItems": 1, "maxItems": limit}
+        call_shape = {
+            "type": "object",
+            "properties": {"tool_calls": calls},
+            "required": ["tool_calls"],
+            "additionalProperties": False,
+        }
+        if self.mode == "required":
+            return call_shape
+        text_shape = {
+            "type": "object",
+            "properties": {"content": {"type": "string"}},
+            "required": ["content"],
+            "additionalProperties": False,
+        }
+        return {"oneOf": [call_shape, text_shape]}
+
+    def offered(self, messages: Sequence[Message]) -> list[Message]:
+        """``messages`` as text turns, with the tools described in the system message."""
+        turns = text_turns(messages)
+        if not self.active:
+            return turns
+        section = self._instructions()
+        if turns and turns[0].get("role") == "system":
+            head = {"role": "system", "content": f"{turns[0]['content']}\n\n{section}"}
+            return [head, *turns[1:]]
+        return [{"role": "system", "content": section}, *turns]
+
+    def _instructions(self) -> str:
+        listing = "\n".join(
+            json.dumps(
+                {"name": t.name, "description": t.description, "parameters": t.parameters},
+                ensure_ascii=False,
+            )
+            for t in self.tools
+        )
+        how = 'Answer with JSON: {"tool_calls": [{"name": ..., "arguments": {...}}]} to call tools'
+        if self.mode == "auto":
+            how += ', or {"content": "..."} to answer in text when no tool is needed'
+        return f"You can call these tools:\n{listing}\n{how}."
+
+    def read(self, text: str) -> Answer:
+        """The constrained output as text or validated calls; anything else stays text."""
+        if not self.active:
+            return Answer(text)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return Answer(text)
+        if not isinstance(value, dict):
+            return Answer(text)
+        if isinstance(value.get("content"), str) and "tool_calls" not in value:
+            return Answer(value["content"])
+        by_name = {t.name: t for t in self.tools}
+        calls: list[ToolCall] = []
+        for item in value.get("tool_calls") or []:
+            chosen = by_name.get(str(item.get("name"))) if isinstance(item, dict) else None
+            arguments = item.get("arguments") if chosen is not None else None
+            if chosen is None or not isinstance(arguments, dict):
+                return Answer(text)
+            try:
+                jsonschema.validate(arguments, chosen.parameters)
+            except jsonschema.ValidationError:
+                return Answer(text)
+            calls.append(ToolCall(f"call_{secrets.token_hex(12)}", chosen.name, arguments))
+        return Answer(None, calls) if calls else Answer(text)
+
+
+def _call_schema(chosen: Tool) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"name": {"const": chosen.name}, "arguments": chosen.parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def plan(
+    tools: Sequence[Tool], choice: ToolMode | str | None, parallel: bool | None = None
+) -> ToolPlan:
+    """``choice`` is "none", "auto", "required" or a tool's name (that tool alone, required)."""
+    if choice is None:
+        choice = "auto"
+    if choice in ("none", "auto", "required"):
+        mode: ToolMode = choice  # type: ignore[assignment]
+        return ToolPlan(tuple(tools), mode if tools else "none", parallel is not False)
+    named = [t for t in tools if t.name == choice]
+    if not named:
+        raise InvalidRequest(
+            f"tool_choice names '{choice}', which is not among tools", "tool_choice"
+        )
+    return ToolPlan(tuple(named), "required", parallel is not False)
+
+
+def text_turns(messages: Sequence[Message]) -> list[Message]:
+    """Assistant calls and tool results as plain text turns that any template accepts.
+
+    A message may carry ``tool_calls`` (a list of ``{"name", "arguments"}``) and
+    role "tool" with an optional ``name``.
+    """
+    turns: list[Message] = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content") or ""
+        if role == "assistant" and message.get("tool_calls"):
+            calls = [
+                {"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]
+            ]
+            turns.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
+        elif role == "tool":
+            name = message.get("name")
+            line = f"Result of tool {name}: {content}" if name else f"Tool result: {content}"
+            if turns and turns[-1].get("tool_results"):
+                merged = {**turns[-1], "content": f"{turns[-1]['content']}\n{line}"}
+                turns[-1] = merged
+            else:
+                turns.append({"role": "user", "content": line, "tool_results": True})
+        else:
+            turns.append({"role": role, "content": content})
+    return [{k: v for k, v in turn.items() if k != "tool_results"} for turn in turns]

@@ -1,0 +1,253 @@
+"""Tool calling in both APIs, driven by the official clients against the bundled smollm2."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import jsonschema
+import openai
+import pytest
+from openai.types.chat import (
+    ChatCompletionMessage,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
+
+from tests.conftest import SMOLLM2
+
+WEATHER_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 40},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+}
+TIME_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"timezone": {"type": "string", "maxLength": 40}},
+    "required": ["timezone"],
+}
+SCHEMAS = {"get_weather": WEATHER_PARAMETERS, "get_time": TIME_PARAMETERS}
+TOOLS: list[ChatCompletionToolParam] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": WEATHER_PARAMETERS,
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The current time in a timezone",
+            "parameters": TIME_PARAMETERS,
+        },
+    },
+]
+ASK: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the weather in Paris and the time in Tokyo?"}
+]
+SEED, MAX_TOKENS = 7, 200
+FIXED: dict[str, Any] = {"temperature": 0, "seed": SEED, "max_tokens": MAX_TOKENS}
+
+
+def assert_valid_call(name: str, arguments: str) -> dict[str, Any]:
+    parsed = json.loads(arguments)
+    jsonschema.validate(parsed, SCHEMAS[name])
+    return dict(parsed)
+
+
+def function_calls(message: ChatCompletionMessage) -> list[ChatCompletionMessageFunctionToolCall]:
+    calls = message.tool_calls or []
+    assert all(isinstance(c, ChatCompletionMessageFunctionToolCall) for c in calls)
+    return [c for c in calls if isinstance(c, ChatCompletionMessageFunctionToolCall)]
+
+
+# -- OpenAI ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("choice", ["required", "auto"])
+def test_openai_tool_calls_parse_and_validate(
+    client: openai.OpenAI, choice: Literal["required", "auto"]
+) -> None:
+    reply = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice=choice,
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    choice_ = reply.choices[0]
+    calls = function_calls(choice_.message)
+    if choice == "required":
+        assert calls and choice_.finish_reason == "tool_calls"
+    if calls:
+        assert choice_.message.content is None and choice_.finish_reason == "tool_calls"
+    else:  # auto may answer in text
+        assert choice_.message.content and choice_.finish_reason in ("stop", "length")
+    for call in calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        assert_valid_call(call.function.name, call.function.arguments)
+    assert len({call.id for call in calls}) == len(calls)
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_openai_named_tool_choice(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    calls = function_calls(reply.choices[0].message)
+    assert calls and {c.function.name for c in calls} == {"get_time"}
+    for call in calls:
+        assert_valid_call(call.function.name, call.function.arguments)
+
+
+def test_openai_tool_choice_none_answers_in_text(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="none",
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    message = reply.choices[0].message
+    assert message.tool_calls is None and message.content
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_openai_parallel_tool_calls_false_gives_one_call(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    calls = function_calls(reply.choices[0].message)
+    assert len(calls) == 1
+    assert_valid_call(calls[0].function.name, calls[0].function.arguments)
+
+
+def test_openai_streamed_tool_calls_accumulate(client: openai.OpenAI) -> None:
+    with client.chat.completions.stream(
+        model=SMOLLM2,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="required",
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    ) as stream:
+        deltas = [
+            call
+            for event in stream
+            if event.type == "chunk" and event.chunk.choices
+            for call in event.chunk.choices[0].delta.tool_calls or []
+        ]
+        final = stream.get_final_completion()
+    # Each call opens with its index, id, type and name and empty arguments.
+    openings = [d for d in deltas if d.id is not None]
+    assert openings and all(d.type == "function" and d.function for d in openings)
+    assert [d.index for d in openings] == list(range(len(openings)))
+    assert all(d.function is not None and d.function.arguments == "" for d in openings)
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = function_calls(choice.message)
+    assert [c.id for c in calls] == [d.id for d in openings]
+    for call in calls:
+        assert_valid_call(call.function.name, call.function.arguments)
+
+
+def test_openai_follow_up_with_tool_result_answers_in_text(client: openai.OpenAI) -> None:
+    first = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    call = function_calls(first.choices[0].message)[0]
+    follow_up: list[ChatCompletionMessageParam] = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.function.name, "arguments": call.function.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18, "sky": "clear"}'},
+    ]
+    reply = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=follow_up,
+        tools=TOOLS,
+        tool_choice="none",
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    assert reply.choices[0].message.content and reply.choices[0].message.tool_calls is None
+    streamed = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=follow_up,
+        stream=True,
+        temperature=0,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text == reply.choices[0].message.content
+
+
+BAD_TOOL: list[ChatCompletionToolParam] = [
+    {"type": "function", "function": {"name": "broken", "parameters": {"type": "nonsense"}}}
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
+        ({"tools": BAD_TOOL}, "tools[0].function.parameters"),
+        (
+            {"messages": [*ASK, {"role": "tool", "content": "18 degrees"}]},
+            "messages[1].tool_call_id",
+        ),
+    ],
+)
+def test_openai_bad_tool_input_is_400(
+    client: openai.OpenAI, extra: dict[str, Any], param: str
+) -> None:
+    request: dict[str, Any] = {"model": SMOLLM2, "messages": ASK, **FIXED, **extra}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**request)
+    assert refused.value.param == param
+    assert client.chat.completions.create(model=SMOLLM2, messages=ASK, max_tokens=2).choices
