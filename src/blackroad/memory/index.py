@@ -10,17 +10,24 @@ none is open yet, because the DB-API driver begins one only before DML and a
 
 **Vectors.** Each knowledge base has its own ``vec0`` table
 (``kb_vectors_<id>``), since each chooses its embedding model and so its
-dimension. A row holds the chunk id, the embedding's sign bits (``bit[D]``,
-``vec_quantize_binary``) that the KNN scans by Hamming distance, and the
-float32 embedding itself as an auxiliary column that is read only for the
-candidates. A search takes the ``oversample`` x ``depth`` nearest by Hamming
-distance and re-scores them by exact cosine distance
-(``vec_distance_cosine``). The published sqlite-vec (0.1.9) is brute force
-only and built without SIMD: over 100k x 384 floats a float KNN took 41-48 ms
-a query on this machine, a Hamming scan of the bits 2-3 ms (its cost grows
-with k), and the re-scoring reads a few hundred auxiliary rows in about a
-millisecond. The figures and the recall against exact KNN behind
-``OVERSAMPLE`` are in ``docs/benchmarks.md`` ("Retrieval (issue 9)").
+dimension. A row holds the chunk id, a coarse code of the (normalized)
+embedding that the KNN scans, and the float32 embedding itself as an
+auxiliary column, read only for the candidates. The code quantizes each
+coordinate to one of 8 levels (thresholds: the octiles of N(0, 1/D), how a
+coordinate of a unit vector spreads) and writes level ``l`` as ``l`` ones
+out of 7 bits, so the Hamming distance of two codes (``bit[7D]``) is the L1
+distance between their levels. A search takes the ``OVERSAMPLE * k`` (at
+least ``depth``) nearest codes and re-scores them by exact cosine distance
+(``vec_distance_cosine``). Why: the published sqlite-vec (0.1.9) is brute
+force only and built without SIMD. Over 100k x 384 real MiniLM vectors on
+this machine a float KNN took 41-48 ms a query; sign bits (``bit[D]``) scan
+in 2-3 ms but recall only 0.83 of the exact top 5 from 80 candidates; this
+code scans in about 9 ms and recalls 0.98 from 40, 0.994 from 60 and 0.995
+from 80 candidates (``OVERSAMPLE = 12``: 60 for k = 5). A KNN's cost in
+sqlite-vec grows with its k (about 1 ns per row and unit of k), hence the
+small candidate lists. The float embedding beside the code gives exact
+distances for the hits and lets a base be re-coded. The figures are in
+``docs/benchmarks.md`` ("Retrieval (issue 9)").
 
 **Filters** (documents, media type, equality on top-level keys of the
 documents' JSON metadata) become a subquery of the chunk ids they allow,
@@ -28,14 +35,24 @@ given to the KNN itself as ``chunk_id IN (...)``: sqlite-vec skips every other
 row while it scans, so a selective filter loses nothing (its k nearest are
 the k nearest among the allowed chunks), and when fewer chunks are allowed
 than candidates are taken, all of them are re-scored and the result is exact.
-The lexical list applies the same subquery to the FTS5 matches.
+The lexical list applies the same subquery to the FTS5 matches, reading the
+chunks' indexes rather than their rows.
 
 **Lexical.** The user's query never reaches FTS5 as syntax: its words (runs of
-Unicode letters and digits) become double-quoted strings joined by ``OR``,
-common English words dropped when others remain, at most ``MAX_TERMS`` of
-them; FTS5 operators, quotes, ``NEAR(``, ``*`` and ``-`` are only text. A
-query without words has no lexical hits. BM25 statistics are those of the one
-``chunks_fts`` index, over every knowledge base.
+Unicode letters and digits, at most ``MAX_TERMS``) become double-quoted
+strings, common English words dropped when others remain; FTS5 operators,
+quotes, ``NEAR(``, ``*`` and ``-`` are only text. A query without words has
+no lexical hits. FTS5 scores every row a query matches, so the words are
+kept rarest first while the rows they match add up to ``POSTINGS_BUDGET``
+(see :func:`_affordable_terms`): at 100k chunks that took an OR query of
+ordinary words from 50 to about 5 ms. The lexical mode matches any of the
+words (``OR``); the hybrid one only chunks holding at least two of them
+(Elasticsearch's ``minimum_should_match``), because a chunk that shares one
+word with a question ("hire" in "who can I hire ...") is no evidence, and in
+the fusion it pushed the vectors' answers down (recall@5 of paraphrased
+questions 0.75 with plain OR, 0.87 with pairs; ``test_retrieval_quality``).
+BM25 statistics are those of the one ``chunks_fts`` index, over every
+knowledge base.
 
 **Fusion.** Reciprocal rank fusion: a chunk scores the sum over the lists
 that found it of ``1 / (RRF_K + rank)``, rank 1-based, with ``RRF_K = 60``
@@ -44,7 +61,9 @@ very top ranks, so one list's first place does not drown the other's
 agreement). Each list contributes its top ``depth = max(DEPTH, k)`` items.
 The vector list of several knowledge bases is merged by cosine distance. A
 single-list mode scores by the same formula, so ``score`` always means the
-same thing; the raw ``bm25`` and ``distance`` come with each hit.
+same thing; the raw ``bm25`` and ``distance`` come with each hit. RRF sees
+ranks only: where BM25's first hit is far ahead of its second (an exact
+address) and the vectors prefer the second, the two can tie.
 
 **Reranking** by a model belongs to the service (``memory/`` calls engines
 only through the embeddings service): :func:`reorder` puts hits in the order
@@ -95,7 +114,7 @@ RRF_K = 60
 # Each list's contribution to the fusion: its top max(DEPTH, k).
 DEPTH = 50
 # Hamming candidates re-scored by exact cosine distance, per item wanted.
-OVERSAMPLE = 8
+OVERSAMPLE = 12
 # sqlite-vec refuses a KNN with k above 4096.
 _KNN_MAX = 4096
 MAX_TERMS = 32
