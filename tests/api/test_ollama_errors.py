@@ -160,8 +160,10 @@ FIELD_CASES = [
          messages=[{"role": "wizard", "content": "hi"}]),
     case("chat", "content-number", "messages[0].content",
          messages=[{"role": "user", "content": 3}]),
-    case("chat", "tools", "does not support tools", tools=[{"type": "function", "function": {
-         "name": "add", "parameters": {"type": "object", "properties": {}}}}]),
+    case("chat", "tool-parameters-not-a-schema", "invalid JSON schema for tool 'add'",
+         tools=[{"type": "function", "function": {"name": "add", "parameters": {"type": 3}}}]),
+    case("chat", "tool-without-name", "needs a name", tools=[{"type": "function",
+         "function": {"parameters": {"type": "object"}}}]),
     case("chat", "context-exceeded", "4096", messages=LONG),
     case("chat", "stream-context-exceeded", "4096", messages=LONG, stream=True),
     # embed and embeddings
@@ -262,8 +264,8 @@ def test_head_blob(http: httpx.Client, digest: str, status: int) -> None:
 # -- the same through the official client -----------------------------------------------
 
 Call = Callable[[ollama.Client], object]
-TOOL = {"type": "function", "function": {"name": "add", "description": "Add.",
-        "parameters": {"type": "object", "properties": {}}}}  # fmt: skip
+BAD_PARAMETERS = {"type": "object", "properties": {"a": {"type": "nonsense"}}}
+BAD_TOOL = {"type": "function", "function": {"name": "add", "parameters": BAD_PARAMETERS}}
 CLIENT_CASES = [
     pytest.param(lambda c: c.generate(model="nope:1b", prompt="hi"), 404, NOT_FOUND,
                  id="generate-unknown-model"),
@@ -280,8 +282,8 @@ CLIENT_CASES = [
     pytest.param(lambda c: c.delete("nope:1b"), 404, NOT_FOUND, id="delete-unknown-model"),
     pytest.param(lambda c: c.create(model="x", from_="nope:1b"), 404, NOT_FOUND,
                  id="create-unknown-model"),
-    pytest.param(lambda c: c.chat(model=SMOLLM2, messages=HI, tools=[TOOL]), 400,
-                 "does not support tools", id="chat-tools"),
+    pytest.param(lambda c: c.chat(model=SMOLLM2, messages=HI, tools=[BAD_TOOL]), 400,
+                 "invalid JSON schema for tool 'add'", id="chat-tool-not-a-schema"),
     pytest.param(lambda c: c.chat(model=SMOLLM2, messages=HI, think=True), 400,
                  "does not support thinking", id="chat-think"),
     pytest.param(lambda c: c.generate(model=SMOLLM2, prompt="hi", keep_alive="5 minutes"), 400,

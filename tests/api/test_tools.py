@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import jsonschema
+import ollama
 import openai
 import pytest
 from openai.types.chat import (
@@ -16,6 +18,7 @@ from openai.types.chat import (
 )
 
 from tests.conftest import SMOLLM2
+from tests.support.server import Server
 
 WEATHER_PARAMETERS: dict[str, Any] = {
     "type": "object",
@@ -53,6 +56,7 @@ ASK: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the weather in Paris and the time in Tokyo?"}
 ]
 SEED, MAX_TOKENS = 7, 200
+OPTIONS = {"temperature": 0, "seed": SEED, "num_predict": MAX_TOKENS}
 FIXED: dict[str, Any] = {"temperature": 0, "seed": SEED, "max_tokens": MAX_TOKENS}
 
 
@@ -251,3 +255,62 @@ def test_openai_bad_tool_input_is_400(
         client.chat.completions.create(**request)
     assert refused.value.param == param
     assert client.chat.completions.create(model=SMOLLM2, messages=ASK, max_tokens=2).choices
+
+
+# -- Ollama ----------------------------------------------------------------------------
+
+OLLAMA_ASK = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
+
+
+@pytest.fixture
+def ol(server: Server) -> Iterator[ollama.Client]:
+    with ollama.Client(host=server.url, timeout=300) as client:
+        yield client
+
+
+def assert_valid_ollama_calls(message: ollama.Message) -> list[ollama.Message.ToolCall]:
+    calls = list(message.tool_calls or [])
+    for call in calls:
+        assert isinstance(call.function.arguments, dict)
+        jsonschema.validate(call.function.arguments, SCHEMAS[call.function.name])
+    return calls
+
+
+def test_ollama_tool_calls_have_object_arguments(ol: ollama.Client) -> None:
+    reply = ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=[dict(t) for t in TOOLS], options=OPTIONS)
+    calls = assert_valid_ollama_calls(reply.message)
+    assert calls and calls[0].function.name == "get_weather"
+    assert reply.message.content == "" and reply.done
+    assert reply.eval_count and reply.eval_count > 0
+
+
+def test_ollama_streamed_tool_calls(ol: ollama.Client) -> None:
+    tools = [dict(t) for t in TOOLS]
+    parts = list(ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=tools, options=OPTIONS, stream=True))
+    with_calls = [p for p in parts if p.message.tool_calls]
+    assert len(with_calls) == 1 and not with_calls[0].done and parts[-1].done
+    streamed = assert_valid_ollama_calls(with_calls[0].message)
+    whole = ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=tools, options=OPTIONS)
+    assert [c.function for c in streamed] == [c.function for c in whole.message.tool_calls or []]
+
+
+def test_ollama_follow_up_with_tool_result(ol: ollama.Client) -> None:
+    first = ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=[dict(t) for t in TOOLS], options=OPTIONS)
+    call = (first.message.tool_calls or [])[0]
+    follow_up: list[dict[str, Any]] = [
+        *OLLAMA_ASK,
+        {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_name": call.function.name, "content": "18 degrees, clear sky"},
+    ]
+    reply = ol.chat(SMOLLM2, messages=follow_up, options=OPTIONS)
+    assert reply.message.content and not reply.message.tool_calls
+
+
+def test_ollama_bad_tool_is_400_and_server_still_serves(ol: ollama.Client) -> None:
+    # The client checks a schema's top-level type itself: a property's type is sent as is.
+    parameters = {"type": "object", "properties": {"a": {"type": "nonsense"}}}
+    broken = {"type": "function", "function": {"name": "broken", "parameters": parameters}}
+    with pytest.raises(ollama.ResponseError) as refused:
+        ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=[broken])
+    assert refused.value.status_code == 400 and "invalid JSON schema" in refused.value.error
+    assert ol.chat(SMOLLM2, messages=OLLAMA_ASK, options={"num_predict": 2}).done

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry
 from blackroad.service.inference import ModelRef
+from blackroad.service.tools import Answer
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_scope("inference"))])
 # The Ollama API level this server speaks; clients compare it to feature minimums.
@@ -237,10 +238,13 @@ async def _respond(
     stream: AsyncIterator[Chunk],
     piece: Any,
     extension: dict[str, Any] | None = None,
+    whole: Callable[[str], dict[str, Any]] | None = None,
 ) -> dict[str, Any] | StreamingResponse:
     """Non-streamed: one object; streamed: NDJSON. ``piece`` shapes a text fragment.
 
     ``extension`` (memory the chat used) is BlackRoad's ``blackroad`` field of the final object.
+    With ``whole`` (tool calls: constrained JSON, read once complete) the reply is
+    buffered and ``whole`` shapes it, streamed as one line before the last.
     """
     started_ns = time.perf_counter_ns()
     record = request_log(request)
@@ -248,14 +252,20 @@ async def _respond(
     last = {"blackroad": extension} if extension else {}
     if not body.stream:
         text, finish = await collect(chunks)
-        return {"model": body.model_name, "created_at": timestamp(), **piece(text),
+        return {"model": body.model_name, "created_at": timestamp(), **(whole or piece)(text),
                 "done": True, **timings(finish, started_ns), **last}  # fmt: skip
 
     async def lines() -> AsyncIterator[dict[str, Any]]:
+        buffered: list[str] = []
         async for chunk in chunks:
-            if chunk.text:
+            if chunk.text and whole is not None:
+                buffered.append(chunk.text)
+            elif chunk.text:
                 yield {"model": body.model_name, "created_at": timestamp(),
                        **piece(chunk.text), "done": False}  # fmt: skip
+            if chunk.finish is not None and whole is not None:
+                yield {"model": body.model_name, "created_at": timestamp(),
+                       **whole("".join(buffered)), "done": False}  # fmt: skip
             if chunk.finish is not None:
                 yield {"model": body.model_name, "created_at": timestamp(), **piece(""),
                        "done": True, **timings(chunk.finish, started_ns), **last}  # fmt: skip
@@ -294,8 +304,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
 @router.post("/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
     request_log(request).model = body.model_name
-    if body.tools:
-        raise InvalidRequest(f"{body.model_name} does not support tools yet", param="tools")
+    tools = body.tool_plan()
     for index, message in enumerate(body.messages):
         if message.images:
             raise InvalidRequest(
@@ -307,8 +316,7 @@ async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]
         empty = {"message": {"role": "assistant", "content": ""}}
         return await _load_or_unload(model, body, request, empty)
     params = service.sampling(model, body.overrides())
-    turns = [{"role": m.role, "content": m.content} for m in body.messages]
-    context = await with_memory(request, model, turns, body.blackroad, params)
+    context = await with_memory(request, model, body.rendered_messages(), body.blackroad, params)
     stream = service.generate(
         model,
         params,
@@ -324,7 +332,19 @@ async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]
         kept(request, context, stream),
         lambda text: {"message": {"role": "assistant", "content": text}},
         context.extension(),
+        (lambda text: _assistant_message(tools.read(text))) if tools.active else None,
     )
+
+
+def _assistant_message(answer: Answer) -> dict[str, Any]:
+    """A reply read as text or tool calls, arguments as JSON objects (Ollama's shape)."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content or ""}
+    if answer.calls:
+        message["tool_calls"] = [
+            {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}}
+            for i, c in enumerate(answer.calls)
+        ]
+    return {"message": message}
 
 
 async def _embed(

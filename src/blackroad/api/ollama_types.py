@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from blackroad.api.extension_types import BlackRoadChat
-from blackroad.engines.base import OLLAMA_SAMPLING
+from blackroad.engines.base import OLLAMA_SAMPLING, Message
 from blackroad.errors import InvalidRequest
 from blackroad.service.inference import sampling_from_ollama
+from blackroad.service.tools import ToolPlan, plan, tool
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -146,12 +147,70 @@ class ChatMessage(_Request):
     tool_calls: list[dict[str, Any]] | None = None
     tool_name: str | None = None
 
+    def rendered(self, index: int) -> Message:
+        """This message as ``service.tools.text_turns`` reads it."""
+        turn: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.role == "tool":
+            turn["name"] = self.tool_name
+        if self.tool_calls:
+            turn["tool_calls"] = [
+                _call(c, f"messages[{index}].tool_calls") for c in self.tool_calls
+            ]
+        return turn
+
+
+def _call(call: dict[str, Any], param: str) -> dict[str, Any]:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest("a tool call needs a function with a name", param=param)
+    arguments = function.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return {"name": function["name"], "arguments": arguments}
+
 
 class ChatRequest(_Inference):
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
     # BlackRoad's extension: a stored conversation, memories, knowledge bases.
     blackroad: BlackRoadChat | None = None
+
+    def tool_plan(self) -> ToolPlan:
+        """The tools offered; Ollama has no tool_choice, so the model may answer in text."""
+        specs = []
+        for index, spec in enumerate(self.tools or []):
+            function = spec.get("function")
+            if spec.get("type", "function") != "function" or not isinstance(function, dict):
+                raise InvalidRequest("a tool needs type function and a function", f"tools[{index}]")
+            name = function.get("name")
+            if not isinstance(name, str) or not name:
+                raise InvalidRequest("a tool's function needs a name", f"tools[{index}].function")
+            description = function.get("description")
+            parameters = function.get("parameters")
+            param = f"tools[{index}].function.parameters"
+            specs.append(tool(name, description if isinstance(description, str) else None,
+                              _without_nulls(parameters), param))  # fmt: skip
+        return plan(specs, "auto")
+
+    def rendered_messages(self) -> list[Message]:
+        """Messages as text turns, the tools described in the system message."""
+        return self.tool_plan().offered([m.rendered(i) for i, m in enumerate(self.messages)])
+
+    def overrides(self) -> dict[str, Any]:
+        fields = super().overrides()
+        tools_schema = self.tool_plan().schema()
+        if tools_schema is not None:
+            fields["json_schema"] = tools_schema
+        return fields
+
+
+def _without_nulls(schema: Any) -> Any:
+    """The official client sends its schema model's unset fields (``"$defs": null``) as nulls."""
+    if isinstance(schema, dict):
+        return {k: _without_nulls(v) for k, v in schema.items() if v is not None}
+    if isinstance(schema, list):
+        return [_without_nulls(v) for v in schema]
+    return schema
 
 
 class EmbedRequest(_Named):
