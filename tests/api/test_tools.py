@@ -180,6 +180,31 @@ def test_openai_streamed_tool_calls_accumulate(client: openai.OpenAI) -> None:
         assert_valid_call(call.function.name, call.function.arguments)
 
 
+HAIKU: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Write a haiku about the sea."}
+]
+
+
+def test_openai_auto_text_answer_streams_as_content(client: openai.OpenAI) -> None:
+    # At temperature 0 smollm2 answers this one in text rather than with a call.
+    whole = client.chat.completions.create(
+        model=SMOLLM2, messages=HAIKU, tools=TOOLS, tool_choice="auto", **FIXED
+    )
+    message = whole.choices[0].message
+    assert message.tool_calls is None and message.content
+    assert not message.content.lstrip().startswith("{")  # the answer, not its JSON
+    streamed = client.chat.completions.create(
+        model=SMOLLM2, messages=HAIKU, tools=TOOLS, tool_choice="auto", stream=True, **FIXED
+    )
+    chunks = list(streamed)
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 1 and "".join(pieces) == message.content
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+
+
 def test_openai_follow_up_with_tool_result_answers_in_text(client: openai.OpenAI) -> None:
     first = client.chat.completions.create(
         model=SMOLLM2,
@@ -292,6 +317,16 @@ def test_ollama_streamed_tool_calls(ol: ollama.Client) -> None:
     streamed = assert_valid_ollama_calls(with_calls[0].message)
     whole = ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=tools, options=OPTIONS)
     assert [c.function for c in streamed] == [c.function for c in whole.message.tool_calls or []]
+
+
+def test_ollama_text_answer_streams_as_content(ol: ollama.Client) -> None:
+    haiku = [{"role": "user", "content": "Write a haiku about the sea."}]
+    tools = [dict(t) for t in TOOLS]
+    whole = ol.chat(SMOLLM2, messages=haiku, tools=tools, options=OPTIONS)
+    assert whole.message.content and not whole.message.tool_calls
+    parts = list(ol.chat(SMOLLM2, messages=haiku, tools=tools, options=OPTIONS, stream=True))
+    pieces = [p.message.content for p in parts if p.message.content]
+    assert len(pieces) > 1 and "".join(pieces) == whole.message.content
 
 
 def test_ollama_follow_up_with_tool_result(ol: ollama.Client) -> None:

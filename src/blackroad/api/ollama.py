@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +39,7 @@ from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry
 from blackroad.service.inference import ModelRef
-from blackroad.service.tools import Answer
+from blackroad.service.tools import Answer, TextStream, ToolPlan
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_scope("inference"))])
 # The Ollama API level this server speaks; clients compare it to feature minimums.
@@ -238,13 +238,13 @@ async def _respond(
     stream: AsyncIterator[Chunk],
     piece: Any,
     extension: dict[str, Any] | None = None,
-    whole: Callable[[str], dict[str, Any]] | None = None,
+    tools: ToolPlan | None = None,
 ) -> dict[str, Any] | StreamingResponse:
     """Non-streamed: one object; streamed: NDJSON. ``piece`` shapes a text fragment.
 
     ``extension`` (memory the chat used) is BlackRoad's ``blackroad`` field of the final object.
-    With ``whole`` (tool calls: constrained JSON, read once complete) the reply is
-    buffered and ``whole`` shapes it, streamed as one line before the last.
+    With ``tools`` the reply is constrained JSON: a text answer streams as it grows,
+    tool calls come in one line before the last, once the JSON is whole.
     """
     started_ns = time.perf_counter_ns()
     record = request_log(request)
@@ -252,20 +252,22 @@ async def _respond(
     last = {"blackroad": extension} if extension else {}
     if not body.stream:
         text, finish = await collect(chunks)
-        return {"model": body.model_name, "created_at": timestamp(), **(whole or piece)(text),
+        shaped = piece(text) if tools is None else _assistant_message(tools.read(text))
+        return {"model": body.model_name, "created_at": timestamp(), **shaped,
                 "done": True, **timings(finish, started_ns), **last}  # fmt: skip
 
     async def lines() -> AsyncIterator[dict[str, Any]]:
-        buffered: list[str] = []
+        text_stream = None if tools is None else TextStream(tools)
         async for chunk in chunks:
-            if chunk.text and whole is not None:
-                buffered.append(chunk.text)
-            elif chunk.text:
+            fresh = chunk.text if text_stream is None else text_stream.feed(chunk.text)
+            if fresh:
                 yield {"model": body.model_name, "created_at": timestamp(),
-                       **piece(chunk.text), "done": False}  # fmt: skip
-            if chunk.finish is not None and whole is not None:
-                yield {"model": body.model_name, "created_at": timestamp(),
-                       **whole("".join(buffered)), "done": False}  # fmt: skip
+                       **piece(fresh), "done": False}  # fmt: skip
+            if chunk.finish is not None and tools is not None and text_stream is not None:
+                rest = text_stream.rest(tools.read(text_stream.buffer))
+                if rest.calls or rest.content:
+                    yield {"model": body.model_name, "created_at": timestamp(),
+                           **_assistant_message(rest), "done": False}  # fmt: skip
             if chunk.finish is not None:
                 yield {"model": body.model_name, "created_at": timestamp(), **piece(""),
                        "done": True, **timings(chunk.finish, started_ns), **last}  # fmt: skip
@@ -332,7 +334,7 @@ async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]
         kept(request, context, stream),
         lambda text: {"message": {"role": "assistant", "content": text}},
         context.extension(),
-        (lambda text: _assistant_message(tools.read(text))) if tools.active else None,
+        tools if tools.active else None,
     )
 
 

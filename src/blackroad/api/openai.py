@@ -32,7 +32,7 @@ from blackroad.api.streaming import collect, event_response, started, tracked
 from blackroad.engines.base import Chunk, Finish
 from blackroad.errors import InvalidRequest
 from blackroad.models.types import ModelEntry
-from blackroad.service.tools import Answer
+from blackroad.service.tools import Answer, TextStream
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_scope("inference"))])
 SYSTEM_FINGERPRINT = "blackroad"
@@ -160,16 +160,18 @@ async def chat_completions(
         if extension:  # known before the first token: clients can show sources at once
             opening["blackroad"] = extension
         yield opening
-        buffered: list[str] = []
+        # Constrained JSON: a text answer streams as it grows, calls once the JSON is whole.
+        text_stream = TextStream(tools)
         async for piece in stream:
             if piece.text and tools.active:
-                buffered.append(piece.text)  # constrained JSON: read once it is whole
+                if fresh := text_stream.feed(piece.text):
+                    yield delta_chunk({"content": fresh})
             elif piece.text:
                 yield delta_chunk({"content": piece.text})
             if piece.finish is not None:
                 reason: str = piece.finish.reason
                 if tools.active:
-                    answer = tools.read("".join(buffered))
+                    answer = text_stream.rest(tools.read(text_stream.buffer))
                     for delta in _tool_deltas(answer):
                         yield delta_chunk(delta)
                     reason = "tool_calls" if answer.calls else reason

@@ -16,7 +16,9 @@ llama.cpp grammar (``SamplingParams.json_schema``, the same path as
 The constrained output is parsed back into calls with ids (``call_<random>``)
 whose arguments are validated with ``jsonschema`` against the tool's
 parameters; output that does not parse (a reply cut short by max_tokens) is
-returned as text. Earlier assistant calls and tool results are rendered as
+returned as text. Streams send a text answer as content while it grows
+(``TextStream``, decoding the JSON string as it is written) and the calls once
+the JSON is whole. Earlier assistant calls and tool results are rendered as
 plain text turns (results as user turns, consecutive ones merged), so any
 chat template, Gemma's strict alternation included, accepts a follow-up.
 Because the plan becomes a JSON schema and messages, a request forwarded to a
@@ -26,6 +28,7 @@ peer carries it as ``response_format``/``format``: the peer needs no tool suppor
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,10 +139,14 @@ class ToolPlan:
             )
             for t in self.tools
         )
-        how = 'Answer with JSON: {"tool_calls": [{"name": ..., "arguments": {...}}]} to call tools'
-        if self.mode == "auto":
-            how += ', or {"content": "..."} to answer in text when no tool is needed'
-        return f"You can call these tools:\n{listing}\n{how}."
+        calls = 'answer {"tool_calls": [{"name": ..., "arguments": {...}}]}'
+        if self.mode != "auto":
+            return f"You can call these tools:\n{listing}\nAlways {calls}."
+        return (
+            f"You can call these tools:\n{listing}\n"
+            'Answer in JSON. Most messages need no tool: reply {"content": "your reply"}. '
+            f"Only when the user asks for what a tool does, {calls}."
+        )
 
     def read(self, text: str) -> Answer:
         """The constrained output as text or validated calls; anything else stays text."""
@@ -147,8 +154,9 @@ class ToolPlan:
             return Answer(text)
         try:
             value = json.loads(text)
-        except json.JSONDecodeError:
-            return Answer(text)
+        except json.JSONDecodeError:  # cut short: keep what the text answer said so far
+            content = partial_content(text)
+            return Answer(text if content is None else content)
         if not isinstance(value, dict):
             return Answer(text)
         if isinstance(value.get("content"), str) and "tool_calls" not in value:
@@ -166,6 +174,63 @@ class ToolPlan:
                 return Answer(text)
             calls.append(ToolCall(f"call_{secrets.token_hex(12)}", chosen.name, arguments))
         return Answer(None, calls) if calls else Answer(text)
+
+
+_CONTENT_OPENING = re.compile(r'\s*\{\s*"content"\s*:\s*"')
+# A string's tail that may be an escape still being written: held back until complete.
+_OPEN_ESCAPE = re.compile(
+    r"\\(u[0-9a-fA-F]{0,3}|u[dD][89abAB][0-9a-fA-F]{2}(\\u?[0-9a-fA-F]{0,3})?)?$"
+)
+
+
+def partial_content(text: str) -> str | None:
+    """The text answer decoded so far, while ``text`` is ``{"content": "...`` being written.
+
+    None while it is not yet clear that the answer is text (or it is not): the
+    streams send this as content as it grows, instead of waiting for the whole JSON.
+    """
+    opening = _CONTENT_OPENING.match(text)
+    if opening is None:
+        return None
+    body, escaped = text[opening.end() :], False
+    for index, char in enumerate(body):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            body = body[:index]
+            break
+    else:
+        body = _OPEN_ESCAPE.sub("", body)
+    try:
+        decoded: str = json.loads(f'"{body}"')
+    except json.JSONDecodeError:
+        return None
+    return decoded
+
+
+class TextStream:
+    """Feeds constrained output in; gives the text answer's new part, once it is text."""
+
+    def __init__(self, plan: ToolPlan) -> None:
+        self.buffer = ""
+        self.sent = ""
+        self.text_possible = plan.mode == "auto"
+
+    def feed(self, piece: str) -> str:
+        self.buffer += piece
+        content = partial_content(self.buffer) if self.text_possible else None
+        if content is None or not content.startswith(self.sent):
+            return ""
+        fresh, self.sent = content[len(self.sent) :], content
+        return fresh
+
+    def rest(self, answer: Answer) -> Answer:
+        """``answer`` less the text already sent."""
+        if answer.content is not None and answer.content.startswith(self.sent):
+            return Answer(answer.content[len(self.sent) :], answer.calls)
+        return answer
 
 
 def _call_schema(chosen: Tool) -> dict[str, Any]:
