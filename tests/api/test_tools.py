@@ -266,6 +266,7 @@ BAD_TOOL: list[ChatCompletionToolParam] = [
             "tool_choice",
         ),
         ({"tools": BAD_TOOL}, "tools[0].function.parameters"),
+        ({"tool_choice": "required"}, "tool_choice"),
         (
             {"messages": [*ASK, {"role": "tool", "content": "18 degrees"}]},
             "messages[1].tool_call_id",

@@ -212,6 +212,8 @@ class ChatCompletionRequest(SamplingFields):
             for i, t in enumerate(self.tools or [])
         ]  # fmt: skip
         choice = self.tool_choice
+        if choice is not None and not specs:
+            raise InvalidRequest("tool_choice is only allowed when tools are given", "tool_choice")
         if isinstance(choice, NamedToolChoice):
             return plan(specs, choice.function.name, self.parallel_tool_calls)
         return plan(specs, choice, self.parallel_tool_calls)
