@@ -29,11 +29,10 @@ embedding function: the vectors are passed, so it never fetches a model), one
 **Queries**, per size: the same ``--queries`` query vectors on both, the
 query's embedding EXCLUDED from the latency on both sides (it is the same
 model call for either). BlackRoad vector-only and hybrid (BM25 + vectors,
-RRF) with ``index.search`` on a read-only connection, as the service runs it;
-the same again on a second read-only connection with ``PRAGMA mmap_size``
-at 1 GiB (pages read from a memory map, not copied through SQLite's 2 MB
-page cache); ChromaDB ``collection.query`` with ``n_results=k`` and the
-documents, metadatas and distances included (as BlackRoad returns the
+RRF) with ``index.search`` on the database's read-only connection, as the
+service runs it (memory-mapped: ``store/database.py``); ChromaDB
+``collection.query`` with ``n_results=k`` and the documents, metadatas and
+distances included (as BlackRoad returns the
 chunks' text).
 Each query runs on every side in turn, after 20 warm-up queries. Recall@k of
 both vector searches is measured against exact cosine KNN (numpy) over the
@@ -75,7 +74,6 @@ CHUNK_TOKENS = DEFAULT_MAX_TOKENS
 EMBED_BATCH = 32  # as memory/knowledge.py sends them
 WARMUP = 20
 # What the second reader maps of the database file (the service's reader maps nothing).
-MMAP_SIZE = 1 << 30
 NOW = "2026-01-01T00:00:00.000Z"
 
 
@@ -288,9 +286,6 @@ def run_size(
         print(f"  ingest BlackRoad        {ours.rate:9,.0f} chunks/s "
               f"({with_embedding:,.1f} chunks/s with embedding)", flush=True)  # fmt: skip
         figures["blackroad_ingest_chunks_per_s"] = round(ours.rate)
-        mapped = sqlite.connect(database.path)
-        mapped.execute("PRAGMA query_only=ON")
-        mapped.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
 
         def search(
             mode: index.Mode, reader: sqlite.Connection
@@ -305,8 +300,6 @@ def run_size(
         sides = {
             "BlackRoad vector": search("vector", database.reader()),
             "BlackRoad hybrid": search("hybrid", database.reader()),
-            "  same, mmap: vector": search("vector", mapped),
-            "  same, mmap: hybrid": search("hybrid", mapped),
         }
         if not args.skip_chroma:
             collection, theirs = ingest_chroma(Path(scratch) / "chroma", texts, vectors)
@@ -326,7 +319,6 @@ def run_size(
 
             sides["ChromaDB (HNSW)"] = chroma
         measured = measure_queries(sides, args.queries, exact, args.k)
-        mapped.close()
         database.close()
     for latency in measured:
         print(latency.line())
@@ -335,15 +327,12 @@ def run_size(
         figures[f"{key}_p99_ms"] = round(latency.p99, 2)
         if latency.recall is not None:
             figures[f"{key}_recall"] = round(latency.recall, 4)
-    vector, hybrid, mapped_vector, mapped_hybrid, *peer = measured
+    vector, hybrid, *peer = measured
     if peer:
-        print(f"  ratio ChromaDB/BlackRoad p50: vector {peer[0].p50 / vector.p50:.2f} "
-              f"({peer[0].p50 / mapped_vector.p50:.2f} mmap), hybrid "
-              f"{peer[0].p50 / hybrid.p50:.2f} ({peer[0].p50 / mapped_hybrid.p50:.2f} mmap); "
-              "above 1: BlackRoad faster")  # fmt: skip
-    for label, latency in (("", hybrid), (" with mmap", mapped_hybrid)):
-        target = "met" if latency.p50 <= 20 else "MISSED"
-        print(f"  target hybrid p50 <= 20 ms{label}: {target}")
+        print(f"  ratio ChromaDB/BlackRoad p50: vector {peer[0].p50 / vector.p50:.2f}, "
+              f"hybrid {peer[0].p50 / hybrid.p50:.2f}; above 1: BlackRoad faster")  # fmt: skip
+    target = "met" if hybrid.p50 <= 20 else "MISSED"
+    print(f"  target hybrid p50 <= 20 ms: {target}")
     return figures
 
 

@@ -24,6 +24,8 @@ from blackroad.store import sqlite
 from blackroad.store.schema import AddedModel, RequestRecord
 
 T = TypeVar("T")
+# Address space, not memory: pages are shared with the OS page cache (bench/retrieval.py).
+READER_MMAP_BYTES = 1 << 30
 
 
 def _on_connect(dbapi_connection: sqlite.Connection, _record: Any) -> None:
@@ -96,6 +98,9 @@ class Database:
             connection = sqlite.connect(self.path, check_same_thread=False)
             connection.row_factory = sqlite.Row
             connection.execute("PRAGMA query_only=ON")
+            # Reads of large indexes (a knowledge base's vectors) straight from the page
+            # cache, with no copy per page: hybrid search at 100k chunks, 24 -> 18 ms.
+            connection.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
             connection.execute("PRAGMA busy_timeout=10000")
             self._readers.connection = connection
             self._reader_connections.append(connection)
