@@ -1,0 +1,1 @@
+"""Agents: tools a model may call, and later the run loop that calls them."""
