@@ -153,6 +153,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "http://localhost:1/elsewhere")
             self.end_headers()
             return
+        if self.path == "/big":
+            self._reply(b"x" * 1_000_001)
+            return
         self._reply(b"hello from the allowed host")
 
     def do_POST(self) -> None:
@@ -207,6 +210,16 @@ def test_http_does_not_follow_redirects(http_host: str, context: ToolContext) ->
     assert result.data["status"] == 302
     assert result.data["location"] == "http://localhost:1/elsewhere"
     assert _Handler.requests == ["GET /redirect"]
+
+
+def test_http_refuses_an_oversized_response(http_host: str, context: ToolContext) -> None:
+    with pytest.raises(ToolError, match="too large"):
+        call(
+            "http_get",
+            {"url": f"http://{http_host}/big"},
+            context,
+            allowed_hosts=frozenset({http_host}),
+        )
 
 
 def test_memory_and_knowledge_call_the_context(tmp_path: Path) -> None:
