@@ -12,10 +12,11 @@ import ollama
 import openai
 import pytest
 
-from tests.conftest import GEMMA3, SMOLLM2
+from tests.conftest import GEMMA3, MINILM, SMOLLM2
 from tests.support.server import BLACKROAD, Server, blackroad, running_server, server_env
 
 HI: list[dict[str, str]] = [{"role": "user", "content": "Hi"}]
+EVERY = {SMOLLM2, GEMMA3, MINILM}  # the bundled models
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_keys_are_created_limited_and_revoked_through_the_api(
 
 def test_groups_decide_which_models_their_members_use(secured: Server, admin: httpx.Client) -> None:
     kim = user_with_key(admin, "kim")
-    assert visible_models(secured, kim) == ({SMOLLM2, GEMMA3}, {SMOLLM2, GEMMA3})  # no group
+    assert visible_models(secured, kim) == (EVERY, EVERY)  # no group
 
     group = admin.post("/groups", json={"name": "small", "models": [SMOLLM2], "members": ["kim"]})
     assert group.status_code == 201
@@ -120,7 +121,7 @@ def test_groups_decide_which_models_their_members_use(secured: Server, admin: ht
     assert visible_models(secured, kim) == ({SMOLLM2}, {SMOLLM2})
     # A group without a model list gives every model; deleting it takes that away.
     admin.patch("/groups/gemmas", json={"models": None, "add": ["kim"]})
-    assert visible_models(secured, kim) == ({SMOLLM2, GEMMA3}, {SMOLLM2, GEMMA3})
+    assert visible_models(secured, kim) == (EVERY, EVERY)
     assert admin.delete("/groups/gemmas").status_code == 204
     assert visible_models(secured, kim) == ({SMOLLM2}, {SMOLLM2})
     assert [g["name"] for g in admin.get("/groups").json()["groups"]] == ["small"]
@@ -139,7 +140,7 @@ def test_a_keys_allowlist_narrows_what_its_users_groups_give(
 
 def test_admins_use_every_model_whatever_their_groups(secured: Server, admin: httpx.Client) -> None:
     boss = user_with_key(admin, "boss", role="admin", groups=["small"])
-    assert visible_models(secured, boss) == ({SMOLLM2, GEMMA3}, {SMOLLM2, GEMMA3})
+    assert visible_models(secured, boss) == (EVERY, EVERY)
 
 
 @pytest.mark.parametrize(
