@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from blackroad.config import Settings
 
@@ -38,14 +39,27 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def error_message(response: httpx.Response) -> str:
+    """The server's error message in either API's format, or the status."""
+    response.read()
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or f"HTTP {response.status_code}")
+
+
 def checked(response: httpx.Response) -> httpx.Response:
     """The response, or exit with the server's error message."""
     if response.status_code >= 400:
-        response.read()
-        try:
-            error = response.json().get("error")
-        except ValueError:
-            error = None
-        message = error.get("message") if isinstance(error, dict) else error
-        fail(str(message or f"HTTP {response.status_code}"))
+        fail(error_message(response))
     return response
+
+
+def table_of(*columns: str, **options: Any) -> Table:
+    """A borderless table with bold headers; ``options`` apply to every column."""
+    found = Table(box=None, header_style="bold")
+    for column in columns:
+        found.add_column(column, **options)
+    return found

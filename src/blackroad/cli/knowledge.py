@@ -15,19 +15,14 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from blackroad.cli.client import checked, console, fail, server_api
+from blackroad.cli.client import checked, console, error_message, fail, server_api, table_of
 
 app = typer.Typer(help="Knowledge bases: documents to search and chat with.", no_args_is_help=True)
 READABLE = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv"}
 
 
-def _table(*columns: str) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column)
-    return table
+_table = table_of
 
 
 @app.command("create")
@@ -98,7 +93,9 @@ def add(
                 )
             if answer.status_code >= 400:
                 counts["failed"] += 1
-                progress.console.print(f"[red]{path}: {_message(answer)}[/red]", highlight=False)
+                progress.console.print(
+                    f"[red]{path}: {error_message(answer)}[/red]", highlight=False
+                )
                 if answer.status_code in (401, 403, 404):
                     break  # the base itself is the problem: no other file will fare better
             else:
@@ -108,13 +105,6 @@ def add(
     console.print(", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n))
     if counts["failed"]:
         raise typer.Exit(1)
-
-
-def _message(response: Any) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}"
 
 
 @app.command("docs")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from blackroad.cli.client import checked, console, fail, server_api
+from blackroad.cli.client import checked, console, fail, server_api, table_of
 from blackroad.models import modelfile
 
 
@@ -36,11 +36,7 @@ def _when(stamp: str) -> str:
     return f"{span} from now" if seconds >= 0 else f"{span} ago"
 
 
-def _table(*columns: str) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    return table
+_table = partial(table_of, no_wrap=True)
 
 
 def list_models() -> None:

@@ -7,13 +7,13 @@ their own, exactly as through the API.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from blackroad.cli.client import checked, console, fail, server_api
+from blackroad.cli.client import checked, console, fail, server_api, table_of
 
 chats = typer.Typer(help="Your conversations kept on the server.", no_args_is_help=True)
 memories = typer.Typer(
@@ -21,11 +21,7 @@ memories = typer.Typer(
 )
 
 
-def _table(*columns: str) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+_table = partial(table_of, overflow="fold")
 
 
 def _when(stamp: str | None) -> str:
