@@ -13,9 +13,10 @@ human's approval before it is called.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import jsonschema
 
@@ -61,13 +62,22 @@ class ToolResult:
     is_error: bool = False
 
 
+def object_schema(properties: dict[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON Schema of an object with ``properties`` and no others."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return {**schema, "additionalProperties": False}
+
+
 class Tool(ABC):
     """One capability a model may call by ``name`` with arguments matching ``parameters``."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    parameters: ClassVar[dict[str, Any]]
-    side_effects: ClassVar[bool] = False
+    # Class attributes for built-ins; set per instance by tools found at run time (MCP).
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    side_effects: bool = False
 
     @abstractmethod
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:

@@ -8,12 +8,12 @@ import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from blackroad.agents.base import Tool, ToolContext, ToolError, ToolResult
+from blackroad.agents.base import Tool, ToolContext, ToolError, ToolResult, object_schema
 
 MAX_EXPRESSION_LENGTH = 500
 MAX_EXPONENT = 1000
@@ -106,12 +106,7 @@ def evaluate(expression: str) -> float | int:
 class Calculator(Tool):
     name = "calculator"
     description = "Evaluate an arithmetic expression (+ - * / // % **, sqrt, log, sin, pi, ...)."
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"expression": {"type": "string"}},
-        "required": ["expression"],
-        "additionalProperties": False,
-    }
+    parameters = object_schema({"expression": {"type": "string"}}, ["expression"])
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         value = evaluate(arguments["expression"])
@@ -121,11 +116,7 @@ class Calculator(Tool):
 class CurrentTime(Tool):
     name = "current_time"
     description = "The current time in UTC, and in an IANA time zone if one is given."
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"timezone": {"type": "string"}},
-        "additionalProperties": False,
-    }
+    parameters = object_schema({"timezone": {"type": "string"}})
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         now = datetime.now(UTC)
@@ -150,12 +141,7 @@ def sandboxed(context: ToolContext, relative: str) -> Path:
     return path
 
 
-_PATH_ONLY = {
-    "type": "object",
-    "properties": {"path": {"type": "string", "minLength": 1}},
-    "required": ["path"],
-    "additionalProperties": False,
-}
+_PATH_ONLY = object_schema({"path": {"type": "string", "minLength": 1}}, ["path"])
 
 
 class ReadFile(Tool):
@@ -176,11 +162,7 @@ class ReadFile(Tool):
 class ListFiles(Tool):
     name = "list_files"
     description = "List the files in a directory of the agent's sandbox."
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"path": {"type": "string"}},
-        "additionalProperties": False,
-    }
+    parameters = object_schema({"path": {"type": "string"}})
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         directory = sandboxed(context, arguments.get("path", "."))
@@ -195,15 +177,10 @@ class WriteFile(Tool):
     name = "write_file"
     description = "Write a text file in the agent's sandbox, replacing it if it exists."
     side_effects = True
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
-            "path": {"type": "string", "minLength": 1},
-            "content": {"type": "string"},
-        },
-        "required": ["path", "content"],
-        "additionalProperties": False,
-    }
+    parameters = object_schema(
+        {"path": {"type": "string", "minLength": 1}, "content": {"type": "string"}},
+        ["path", "content"],
+    )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         path = sandboxed(context, arguments["path"])
@@ -277,12 +254,7 @@ class HTTPGet(_AllowlistedHTTP):
     name = "http_get"
     description = "GET a URL on a host the administrator allows."
     method = "GET"
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"url": {"type": "string"}},
-        "required": ["url"],
-        "additionalProperties": False,
-    }
+    parameters = object_schema({"url": {"type": "string"}}, ["url"])
 
 
 class HTTPPost(_AllowlistedHTTP):
@@ -290,23 +262,18 @@ class HTTPPost(_AllowlistedHTTP):
     description = "POST a text body to a URL on a host the administrator allows."
     method = "POST"
     side_effects = True
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"url": {"type": "string"}, "body": {"type": "string"}},
-        "required": ["url", "body"],
-        "additionalProperties": False,
-    }
+    parameters = object_schema(
+        {"url": {"type": "string"}, "body": {"type": "string"}}, ["url", "body"]
+    )
 
 
-_QUERY = {
-    "type": "object",
-    "properties": {
+_QUERY = object_schema(
+    {
         "query": {"type": "string", "minLength": 1},
         "limit": {"type": "integer", "minimum": 1, "maximum": 20},
     },
-    "required": ["query"],
-    "additionalProperties": False,
-}
+    ["query"],
+)
 
 
 def _unavailable(what: str) -> ToolError:
@@ -342,12 +309,9 @@ class MemoryWriteTool(Tool):
     name = "memory_write"
     description = "Remember a fact about the user for later conversations."
     side_effects = True
-    parameters: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"content": {"type": "string", "minLength": 1, "maxLength": 2000}},
-        "required": ["content"],
-        "additionalProperties": False,
-    }
+    parameters = object_schema(
+        {"content": {"type": "string", "minLength": 1, "maxLength": 2000}}, ["content"]
+    )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         if context.memory_write is None:
