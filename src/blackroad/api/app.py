@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from starlette.responses import PlainTextResponse
+from fastapi import FastAPI, Request
+from starlette.responses import PlainTextResponse, Response
 
 from blackroad import __version__
 from blackroad.api import (
@@ -57,6 +57,7 @@ from blackroad.service.inference import Inference
 from blackroad.store.database import Database
 from blackroad.store.objects import ObjectStore
 from blackroad.usage.metrics import Metrics, NodeLoad
+from blackroad.web import routes as desktop
 
 
 def router_loads(router: Router) -> list[NodeLoad]:
@@ -156,11 +157,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(knowledge_api.router)
     app.include_router(memory_api.router)
+    app.include_router(desktop.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def root() -> PlainTextResponse:
+    async def root(request: Request) -> Response:
+        if desktop.wants_html(request):
+            return desktop.desktop_page(request)
         # Ollama's answer, which clients use as a liveness probe.
-        return PlainTextResponse("Ollama is running")
+        return PlainTextResponse("Ollama is running", headers={"Vary": "Accept"})
 
     # add_middleware wraps: the last one added is the outermost.
     app.add_middleware(

@@ -7,6 +7,13 @@ loopback bind without a shared key), a request without a valid key runs as
 the local admin, so Ollama clients that send no key, or a dummy one, work.
 
 ``POST /api/login`` trades a user's name and password for a session key.
+``POST /api/session`` does the same for a browser: the key goes into an
+HttpOnly, SameSite=Strict cookie (``blackroad_session``) the page cannot
+read, with a CSRF token bound to it (an HMAC of the key) in a readable cookie
+(``blackroad_csrf``) and the body. A request without a Bearer key is
+authenticated by that cookie; if its method is unsafe it must also send the
+token as ``X-CSRF-Token`` (double submit, compared in constant time) or get
+403. ``DELETE /api/session`` revokes the cookie's key and clears both.
 Wrong keys and wrong passwords count against the client's address
 (``identity/lockout.py``); an accepted caller is then admitted against its
 limits (``identity/quotas.py``), and the request log frees the admission with
@@ -16,22 +23,36 @@ the request's tokens when the request ends, whichever way it ends.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from blackroad.api.recording import request_log
 from blackroad.api.state import directory, lockout, quotas, settings
+from blackroad.config import LOOPBACK_HOSTS
 from blackroad.errors import Forbidden, Unauthorized
+from blackroad.identity.directory import NewKey
 from blackroad.identity.keys import bearer_token, same_secret
 from blackroad.identity.quotas import Admission
 from blackroad.identity.types import LOCAL_ADMIN, Principal, Scope
 
 router = APIRouter(prefix="/api")
+
+SESSION_COOKIE = "blackroad_session"
+CSRF_COOKIE = "blackroad_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session_key: str) -> str:
+    """The CSRF token of a session: derived from its key, so nothing more is stored."""
+    return hmac.new(session_key.encode(), b"blackroad-csrf", hashlib.sha256).hexdigest()
 
 
 async def authenticate(request: Request, scope: Scope) -> Principal:
@@ -45,6 +66,9 @@ async def authenticate(request: Request, scope: Scope) -> Principal:
     guard = lockout(request)
     guard.check(client)
     token = bearer_token(request.headers.get("authorization", ""))
+    from_cookie = token is None and bool(request.cookies.get(SESSION_COOKIE))
+    if from_cookie:
+        token = request.cookies[SESSION_COOKIE]
     refusal = Unauthorized(
         "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
     )
@@ -65,9 +89,11 @@ async def authenticate(request: Request, scope: Scope) -> Principal:
     if caller is None:
         if config.auth_required:
             raise refusal
-        caller = LOCAL_ADMIN
+        caller, from_cookie = LOCAL_ADMIN, False
     record = request_log(request)
     record.user, record.key_prefix, record.admission = caller.user, caller.key_prefix, admission
+    if from_cookie and token is not None and request.method not in SAFE_METHODS:
+        _check_csrf(request, token)
     _check_scope(caller, scope)
     request.state.principal = caller
     return caller
@@ -75,6 +101,14 @@ async def authenticate(request: Request, scope: Scope) -> Principal:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _check_csrf(request: Request, session_key: str) -> None:
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not same_secret(sent, csrf_token(session_key)):
+        raise Forbidden(
+            f"a request authenticated by the session cookie must send its {CSRF_HEADER} header"
+        )
 
 
 def _check_scope(caller: Principal, scope: Scope) -> None:
@@ -114,9 +148,8 @@ class LoginRequest(BaseModel):
     expires_in: int = Field(default=12 * 3600, ge=60, le=30 * 86400, description="seconds")
 
 
-@router.post("/login", status_code=201)
-async def log_in(body: LoginRequest, request: Request) -> dict[str, Any]:
-    """A session key (the user's scopes, expiring) for a name and password."""
+async def _session_key(body: LoginRequest, request: Request) -> NewKey:
+    """A new session key for ``body``'s name and password; wrong ones count against the client."""
     client, guard = _client(request), lockout(request)
     guard.check(client)
     lifetime = timedelta(seconds=body.expires_in)
@@ -126,9 +159,61 @@ async def log_in(body: LoginRequest, request: Request) -> dict[str, Any]:
         await asyncio.sleep(guard.failed(client))
         raise
     request_log(request).user, request_log(request).key_prefix = body.name, new.prefix
+    return new
+
+
+@router.post("/login", status_code=201)
+async def log_in(body: LoginRequest, request: Request) -> dict[str, Any]:
+    """A session key (the user's scopes, expiring) for a name and password."""
+    new = await _session_key(body, request)
     return {
         "key": new.secret,
         "prefix": new.prefix,
         "user": body.name,
         "expires_in": body.expires_in,
     }
+
+
+def _secure_cookies(request: Request) -> bool:
+    """Whether the browser will keep a Secure cookie: over https, and on loopback (Chromium
+    and Firefox treat http://127.0.0.1 and localhost as secure contexts). On plain http to
+    another address it would drop them, so they are sent without the flag there."""
+    host = request.url.hostname or ""
+    return request.url.scheme == "https" or host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+@router.post("/session", status_code=201)
+async def open_session(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+    """Log a browser in: the session key in an HttpOnly cookie, its CSRF token readable."""
+    new = await _session_key(body, request)
+    csrf = csrf_token(new.secret)
+    secure = _secure_cookies(request)
+    for name, value, http_only in ((SESSION_COOKIE, new.secret, True), (CSRF_COOKIE, csrf, False)):
+        response.set_cookie(
+            name,
+            value,
+            max_age=body.expires_in,
+            path="/",
+            secure=secure,
+            httponly=http_only,
+            samesite="strict",
+        )
+    return {
+        "user": body.name,
+        "prefix": new.prefix,
+        "expires_in": body.expires_in,
+        "csrf_token": csrf,
+    }
+
+
+@router.delete("/session", status_code=204, dependencies=[Depends(require_scope("inference"))])
+async def close_session(request: Request) -> Response:
+    """Log a browser out: the cookie's session key revoked, both cookies cleared."""
+    caller, key = principal(request), request.cookies.get(SESSION_COOKIE, "")
+    if caller.key_prefix is not None and key.startswith(caller.key_prefix):
+        await run_in_threadpool(directory(request).revoke_key, caller.key_prefix, caller.user)
+    response = Response(status_code=204)
+    secure = _secure_cookies(request)
+    for name, http_only in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
+        response.delete_cookie(name, path="/", secure=secure, httponly=http_only, samesite="strict")
+    return response
