@@ -9,6 +9,7 @@
 //     admin: false,           // true: listed and opened only for callers with the admin scope
 //     order: 10,              // position in the launcher, lower first
 //     width: 960, height: 640,// preferred window size in px (optional; phones get full screen)
+//     styles: "/desktop/apps/chat.css", // its own stylesheet (optional), linked on first open
 //     mount(container, api, desktop) { ...; return () => { /* cleanup on close */ }; },
 //   };
 //
@@ -205,6 +206,9 @@ export async function openApp(id, state = "") {
   }
   const app = apps.find((a) => a.id === id);
   if (!app) return;
+  if (app.styles && !document.querySelector(`link[href="${app.styles}"]`)) {
+    document.head.append(element("link", { rel: "stylesheet", href: app.styles }));
+  }
   const titleId = `window-title-${id}`;
   const title = element("h2", { id: titleId, class: "window-title" }, app.title);
   const maximiseButton = element("button", {
