@@ -127,6 +127,9 @@ class Settings:
     # The npm packages the browser desktop serves (blackroad/web/vendor.py lists the
     # files); None: web/node_modules of the source tree, where `npm ci` puts them.
     web_modules: str | None = None
+    # The hosts (``host`` or ``host:port``, comma-separated) agents' HTTP tools may
+    # reach; none by default. Set by the administrator, never by an agent.
+    agent_http_hosts: str = ""
 
     @property
     def models_dir(self) -> Path:
@@ -136,6 +139,15 @@ class Settings:
     def documents_dir(self) -> Path:
         """Knowledge-base documents as uploaded, named by their sha256."""
         return self.home / "documents"
+
+    @property
+    def agents_dir(self) -> Path:
+        """Each agent's sandbox directory for its file tools, by agent id."""
+        return self.home / "agents"
+
+    @property
+    def agent_hosts(self) -> frozenset[str]:
+        return frozenset(host.strip() for host in self.agent_http_hosts.split(",") if host.strip())
 
     @property
     def audit_origin(self) -> str:

@@ -11,6 +11,7 @@ place per protocol and never in business code.
     ├── Forbidden           403
     ├── NotFound            404  (a user, group or key)
     │   └── ModelNotFound
+    ├── Conflict            409  (the thing is not in a state that allows it)
     ├── PayloadTooLarge     413
     ├── RateLimited         429  (``retry_after`` seconds; a limit, a budget or a lockout)
     ├── ServiceUnavailable  503  (``retry_after`` seconds)
@@ -68,6 +69,11 @@ class ModelNotFound(NotFound):
     def __init__(self, model: str) -> None:
         super().__init__(f"The model '{model}' does not exist.")
         self.model = model
+
+
+class Conflict(BlackRoadError):
+    status_code = 409
+    code = "conflict"
 
 
 class PayloadTooLarge(BlackRoadError):

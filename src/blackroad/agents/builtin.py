@@ -15,13 +15,14 @@ import httpx
 
 from blackroad.agents.base import Tool, ToolContext, ToolError, ToolResult, object_schema
 
-MAX_EXPRESSION_LENGTH = 500
+MAX_EXPRESSION_LENGTH = 200
 MAX_EXPONENT = 1000
 MAX_DEPTH = 30
 MAX_MAGNITUDE = 1e100
 MAX_FILE_BYTES = 1_000_000
 MAX_RESPONSE_BYTES = 1_000_000
 HTTP_TIMEOUT_SECONDS = 10.0
+MAX_HITS = 20
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -106,7 +107,17 @@ def evaluate(expression: str) -> float | int:
 class Calculator(Tool):
     name = "calculator"
     description = "Evaluate an arithmetic expression (+ - * / // % **, sqrt, log, sin, pi, ...)."
-    parameters = object_schema({"expression": {"type": "string"}}, ["expression"])
+    # The pattern (with its bound: llama.cpp's grammars ignore maxLength beside a
+    # pattern) keeps a small model's constrained decoding to short arithmetic.
+    parameters = object_schema(
+        {
+            "expression": {
+                "type": "string",
+                "pattern": rf"^[-+*/%()., 0-9a-z]{{1,{MAX_EXPRESSION_LENGTH}}}$",
+            }
+        },
+        ["expression"],
+    )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         value = evaluate(arguments["expression"])
@@ -270,10 +281,16 @@ class HTTPPost(_AllowlistedHTTP):
 _QUERY = object_schema(
     {
         "query": {"type": "string", "minLength": 1},
-        "limit": {"type": "integer", "minimum": 1, "maximum": 20},
+        # No maximum: llama.cpp's grammars cannot bound a number, so a larger limit is
+        # cut to MAX_HITS rather than refused (a small model often asks for 100).
+        "limit": {"type": "integer", "minimum": 1},
     },
     ["query"],
 )
+
+
+def _limit(arguments: dict[str, Any]) -> int:
+    return min(int(arguments.get("limit", 5)), MAX_HITS)
 
 
 def _unavailable(what: str) -> ToolError:
@@ -288,7 +305,7 @@ class KnowledgeSearchTool(Tool):
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         if context.knowledge_search is None:
             raise _unavailable("Knowledge search")
-        hits = await context.knowledge_search(arguments["query"], arguments.get("limit", 5))
+        hits = await context.knowledge_search(arguments["query"], _limit(arguments))
         return ToolResult("\n\n".join(str(hit.get("text", hit)) for hit in hits), {"hits": hits})
 
 
@@ -300,7 +317,7 @@ class MemoryReadTool(Tool):
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         if context.memory_read is None:
             raise _unavailable("Memory")
-        found = await context.memory_read(arguments["query"], arguments.get("limit", 5))
+        found = await context.memory_read(arguments["query"], _limit(arguments))
         text = "\n".join(str(memory.get("content", memory)) for memory in found)
         return ToolResult(text, {"memories": found})
 

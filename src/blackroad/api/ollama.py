@@ -33,8 +33,8 @@ from blackroad.api.ollama_types import (
 )
 from blackroad.api.recording import RequestLog, request_log
 from blackroad.api.state import forwarded, inference
-from blackroad.api.streaming import collect, event_response, started, tracked
-from blackroad.engines.base import CacheHealth, Chunk, Finish
+from blackroad.api.streaming import event_response, started, tracked
+from blackroad.engines.base import CacheHealth, Chunk, Finish, collect
 from blackroad.errors import InvalidRequest
 from blackroad.models import modelfile
 from blackroad.models.types import ModelEntry

@@ -28,8 +28,8 @@ from blackroad.api.openai_types import (
 )
 from blackroad.api.recording import RequestLog, request_log
 from blackroad.api.state import forwarded, inference
-from blackroad.api.streaming import collect, event_response, started, tracked
-from blackroad.engines.base import Chunk, Finish
+from blackroad.api.streaming import event_response, started, tracked
+from blackroad.engines.base import Chunk, Finish, collect
 from blackroad.errors import InvalidRequest
 from blackroad.models.types import ModelEntry
 from blackroad.service.tools import Answer, TextStream

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from blackroad.api.recording import RequestLog, describe_error
-from blackroad.engines.base import Chunk, Finish
+from blackroad.engines.base import Chunk
 from blackroad.errors import BlackRoadError, EngineError
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,6 @@ async def tracked(stream: AsyncIterator[Chunk], log: RequestLog) -> AsyncIterato
         if chunk.finish is not None:
             log.add_usage(chunk.finish.prompt_tokens, chunk.finish.completion_tokens)
         yield chunk
-
-
-async def collect(stream: AsyncIterator[Chunk]) -> tuple[str, Finish]:
-    parts: list[str] = []
-    finish: Finish | None = None
-    async for chunk in stream:
-        parts.append(chunk.text)
-        finish = chunk.finish or finish
-    assert finish is not None, "an engine stream always ends with a finish"
-    return "".join(parts), finish
 
 
 def event_response(

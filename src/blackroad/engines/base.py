@@ -73,6 +73,17 @@ class Finish:
     eval_ns: int = 0
 
 
+async def collect(stream: AsyncIterator[Chunk]) -> tuple[str, Finish]:
+    """A whole reply: its text and how it finished."""
+    parts: list[str] = []
+    finish: Finish | None = None
+    async for chunk in stream:
+        parts.append(chunk.text)
+        finish = chunk.finish or finish
+    assert finish is not None, "an engine stream always ends with a finish"
+    return "".join(parts), finish
+
+
 @dataclass(frozen=True)
 class Embeddings:
     vectors: list[list[float]]

@@ -148,8 +148,12 @@ class ToolPlan:
             f"Only when the user asks for what a tool does, {calls}."
         )
 
-    def read(self, text: str) -> Answer:
-        """The constrained output as text or validated calls; anything else stays text."""
+    def read(self, text: str, validate: bool = True) -> Answer:
+        """The constrained output as text or validated calls; anything else stays text.
+
+        Without ``validate``, a call to an offered tool is kept whatever its arguments
+        (an agent's loop checks them, and tells the model what was wrong).
+        """
         if not self.active:
             return Answer(text)
         try:
@@ -169,7 +173,8 @@ class ToolPlan:
             if chosen is None or not isinstance(arguments, dict):
                 return Answer(text)
             try:
-                jsonschema.validate(arguments, chosen.parameters)
+                if validate:
+                    jsonschema.validate(arguments, chosen.parameters)
             except jsonschema.ValidationError:
                 return Answer(text)
             calls.append(ToolCall(f"call_{secrets.token_hex(12)}", chosen.name, arguments))

@@ -1,0 +1,188 @@
+"""Agent definitions: what an agent is, the rules it must satisfy, and where they are kept.
+
+An agent belongs to the user who made it (its ``owner``) and is seen by no
+one else: another user's agent is answered as one that does not exist
+(404). Tools are named as the model sees them: a built-in's name, an MCP
+server's tool as ``server__tool``, or every tool of an MCP server as
+``mcp:server``. The approval policy can only add caution: a side-effecting
+tool always waits for a human (``ask``) unless the policy forbids it
+outright (``deny``); any tool may be set to ``ask`` or ``deny``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+from blackroad.errors import InvalidRequest, NotFound
+from blackroad.memory.conversations import utc_now
+from blackroad.store import sqlite
+from blackroad.store.database import Database
+
+MemoryAccess = Literal["none", "read", "write"]
+Policy = Literal["ask", "deny"]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MCP_PREFIX = "mcp:"
+MAX_STEPS_LIMIT = 100
+DEFAULT_MAX_STEPS = 8
+
+
+@dataclass(frozen=True)
+class AgentDefinition:
+    """An agent as its owner describes it; stored as JSON, snapshotted by each run."""
+
+    name: str
+    model: str
+    system: str = ""
+    tools: tuple[str, ...] = ()
+    knowledge_bases: tuple[int, ...] = ()
+    memory: MemoryAccess = "none"
+    max_steps: int = DEFAULT_MAX_STEPS
+    approval: Mapping[str, Policy] = field(default_factory=dict)
+    # The tool choice of the first steps, in order ("auto", "required", "none" or a
+    # tool's name); every later step is "auto". Lets an agent always look up first.
+    tool_choice: tuple[str, ...] = ()
+    max_tokens: int = 512
+    temperature: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise InvalidRequest(
+                "an agent's name is 1-64 letters, digits, '_', '.' or '-'", param="name"
+            )
+        if not 1 <= self.max_steps <= MAX_STEPS_LIMIT:
+            raise InvalidRequest(f"max_steps is 1 to {MAX_STEPS_LIMIT}", param="max_steps")
+        if len(set(self.tools)) != len(self.tools):
+            raise InvalidRequest("a tool is named twice", param="tools")
+        for tool, policy in self.approval.items():
+            if tool not in self.tools:
+                raise InvalidRequest(f"approval names '{tool}', not among tools", "approval")
+            if policy not in get_args(Policy):
+                raise InvalidRequest(f"a tool's policy is one of {get_args(Policy)}", "approval")
+        for choice in self.tool_choice:
+            if choice not in ("auto", "required", "none") and choice not in self.tools:
+                raise InvalidRequest(
+                    f"tool_choice names '{choice}', not among tools", "tool_choice"
+                )
+
+    def policy(self, tool: str, side_effects: bool) -> Literal["allow", "ask", "deny"]:
+        """What happens when the model calls ``tool``: run it, ask a human, or refuse."""
+        server = tool.split("__", 1)[0] if "__" in tool else None
+        chosen = self.approval.get(tool) or (
+            self.approval.get(f"{MCP_PREFIX}{server}") if server else None
+        )
+        if chosen == "deny":
+            return "deny"
+        return "ask" if side_effects or chosen == "ask" else "allow"
+
+    def choice_at(self, step: int) -> str:
+        return self.tool_choice[step] if step < len(self.tool_choice) else "auto"
+
+    def to_json(self) -> dict[str, Any]:
+        value = asdict(self)
+        return {**value, "approval": dict(self.approval)}
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any]) -> AgentDefinition:
+        try:
+            return cls(
+                **{
+                    **value,
+                    "tools": tuple(value.get("tools", ())),
+                    "knowledge_bases": tuple(value.get("knowledge_bases", ())),
+                    "tool_choice": tuple(value.get("tool_choice", ())),
+                    "approval": dict(value.get("approval", {})),
+                }
+            )
+        except TypeError as error:  # a stored definition from a newer version, say
+            raise InvalidRequest(f"not an agent definition: {error}") from error
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: int
+    owner: str
+    definition: AgentDefinition
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            **self.definition.to_json(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _agent(row: sqlite.Row) -> Agent:
+    definition = AgentDefinition.of(json.loads(row["definition"]))
+    return Agent(row["id"], row["owner"], definition, row["created_at"], row["updated_at"])
+
+
+class Agents:
+    """Each user's agent definitions."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def list(self, owner: str) -> list[Agent]:
+        rows = self.database.reader().execute(
+            "SELECT * FROM agents WHERE owner = ? ORDER BY name", (owner,)
+        )
+        return [_agent(row) for row in rows]
+
+    def get(self, owner: str, agent_id: int) -> Agent:
+        row = (
+            self.database.reader()
+            .execute("SELECT * FROM agents WHERE id = ? AND owner = ?", (agent_id, owner))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"agent {agent_id} not found")
+        return _agent(row)
+
+    def create(self, owner: str, definition: AgentDefinition) -> Agent:
+        now = utc_now()
+
+        def work(connection: sqlite.Connection) -> int:
+            self._check_free(connection, owner, definition.name, None)
+            cursor = connection.execute(
+                "INSERT INTO agents (owner, name, definition, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (owner, definition.name, json.dumps(definition.to_json()), now, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return self.get(owner, self.database.write(work))
+
+    def update(self, owner: str, agent_id: int, definition: AgentDefinition) -> Agent:
+        self.get(owner, agent_id)
+
+        def work(connection: sqlite.Connection) -> None:
+            self._check_free(connection, owner, definition.name, agent_id)
+            connection.execute(
+                "UPDATE agents SET name = ?, definition = ?, updated_at = ? WHERE id = ?",
+                (definition.name, json.dumps(definition.to_json()), utc_now(), agent_id),
+            )
+
+        self.database.write(work)
+        return self.get(owner, agent_id)
+
+    def delete(self, owner: str, agent_id: int) -> None:
+        self.get(owner, agent_id)
+        self.database.write(
+            lambda connection: connection.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+        )
+
+    @staticmethod
+    def _check_free(connection: sqlite.Connection, owner: str, name: str, own: int | None) -> None:
+        row = connection.execute(
+            "SELECT id FROM agents WHERE owner = ? AND name = ?", (owner, name)
+        ).fetchone()
+        if row is not None and row[0] != own:
+            raise InvalidRequest(f"you already have an agent named '{name}'", param="name")
