@@ -16,9 +16,14 @@ from fastapi import FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
 from blackroad import __version__
+from blackroad.agents.definitions import Agents
+from blackroad.agents.journal import Journal
+from blackroad.agents.runner import Runner
+from blackroad.agents.toolbox import Toolbox
 from blackroad.api import (
     account,
     admin,
+    agents,
     auth,
     cost,
     ollama,
@@ -95,11 +100,15 @@ def create_app(settings: Settings) -> FastAPI:
     memories = Memories(
         MemoryStore(database), service, settings.embedding_model, settings.memory_model
     )
+    toolbox = Toolbox(settings.agent_hosts, bases, memories, settings.agents_dir)
+    journal = Journal(database, audit)
+    runner = Runner(journal, service, toolbox)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool.start()
         await asyncio.to_thread(bases.sweep)  # before any upload can be in flight
+        runner.resume()  # runs a stop or a crash cut short go on from their last step
         prober = asyncio.create_task(
             watch(fleet, router, placer, settings.fleet_probe_seconds, settings.node_concurrency)
         )
@@ -111,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await runner.close()  # before the records are signed: its steps are audited
         await asyncio.to_thread(audit.checkpoint)  # the last records, signed on the way out
         await service.close()
         database.close()
@@ -134,6 +144,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.knowledge = bases
     app.state.conversations = conversations
     app.state.memories = memories
+    app.state.agents = Agents(database)
+    app.state.journal = journal
+    app.state.runner = runner
+    app.state.toolbox = toolbox
     app.state.chat_context = ChatContext(bases, conversations, memories)
     app.state.placer = placer
     app.state.quotas = Quotas(database.tokens_since)
@@ -157,6 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(knowledge_api.router)
     app.include_router(memory_api.router)
+    app.include_router(agents.router)
     app.include_router(desktop.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from blackroad.agents.definitions import Agents
+from blackroad.agents.journal import Journal
+from blackroad.agents.runner import Runner
+from blackroad.agents.toolbox import Toolbox
 from blackroad.audit.log import AuditLog
 from blackroad.config import Settings
 from blackroad.engines.remote import FORWARDED_HEADER
@@ -94,3 +98,24 @@ def conversations(request: Request) -> Conversations:
 def memories(request: Request) -> Memories:
     value: Memories = request.app.state.memories
     return value
+
+
+def agents(request: Request) -> Agents:
+    value: Agents = request.app.state.agents
+    return value
+
+
+def journal(request: Request) -> Journal:
+    value: Journal = request.app.state.journal
+    return value
+
+
+def runner(request: Request) -> Runner:
+    value: Runner = request.app.state.runner
+    return value
+
+
+def toolbox(request: Request) -> Toolbox:
+    value: Toolbox = request.app.state.toolbox
+    return value
+
