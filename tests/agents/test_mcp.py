@@ -311,3 +311,14 @@ async def test_the_same_server_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="named twice"):
         async with connected([server, server]):
             pass
+
+
+async def test_the_registry_opens_servers_by_name_for_the_run_loop(
+    tmp_path: Path, context: ToolContext
+) -> None:
+    registry = McpServers(Database(tmp_path / "db.sqlite"))
+    registry.add(stdio_server("local", tmp_path / "notes.txt"))
+    async with registry.connect(["local"]) as tools:
+        assert (await validated_call(tools["local__echo"], {"text": "hi"}, context)).content == "hi"
+    with pytest.raises(NotFound, match="no MCP server named 'gone'"):
+        registry.connect(["local", "gone"])

@@ -294,6 +294,12 @@ PROBES: dict[tuple[str, str], Probe] = {
         "admin", f"/api/admin/groups/{GROUP}", body={"remove": [ALICE]}
     ),
     ("DELETE", "/api/admin/groups/{name}"): Probe("admin", f"/api/admin/groups/{GROUP}"),
+    ("GET", "/api/mcp/servers"): Probe("admin"),
+    ("POST", "/api/mcp/servers"): Probe(
+        "admin", body={"name": "b-tools", "transport": "stdio", "command": "/bin/true"}
+    ),
+    ("DELETE", "/api/mcp/servers/{name}"): Probe("admin", "/api/mcp/servers/any"),
+    ("GET", "/api/mcp/servers/{name}/tools"): Probe("admin", "/api/mcp/servers/any/tools"),
 }
 
 

@@ -36,7 +36,7 @@ import math
 import re
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
 from urllib.parse import urlsplit
@@ -198,6 +198,12 @@ class McpServers:
             self.database.write(insert)
         except sqlite.IntegrityError:
             raise InvalidRequest(f"MCP server {server.name!r} already exists", "name") from None
+
+    def connect(
+        self, names: Sequence[str], timeout: float = 30
+    ) -> AbstractAsyncContextManager[dict[str, Tool]]:
+        """``connected`` to the servers registered as ``names``: the run loop's opener."""
+        return connected([self.get(name) for name in names], timeout)
 
     def remove(self, name: str) -> None:
         def delete(connection: sqlite.Connection) -> int:

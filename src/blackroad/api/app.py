@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from blackroad import __version__
 from blackroad.agents.definitions import Agents
 from blackroad.agents.journal import Journal
+from blackroad.agents.mcp import McpServers
 from blackroad.agents.runner import Runner
 from blackroad.agents.toolbox import Toolbox
 from blackroad.api import (
@@ -37,6 +38,7 @@ from blackroad.api import (
 )
 from blackroad.api import fleet as fleet_api
 from blackroad.api import knowledge as knowledge_api
+from blackroad.api import mcp as mcp_api
 from blackroad.api import memory as memory_api
 from blackroad.api.errors import install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
@@ -100,7 +102,10 @@ def create_app(settings: Settings) -> FastAPI:
     memories = Memories(
         MemoryStore(database), service, settings.embedding_model, settings.memory_model
     )
-    toolbox = Toolbox(settings.agent_hosts, bases, memories, settings.agents_dir)
+    mcp_servers = McpServers(database)
+    toolbox = Toolbox(
+        settings.agent_hosts, bases, memories, settings.agents_dir, mcp=mcp_servers.connect
+    )
     journal = Journal(database, audit)
     runner = Runner(journal, service, toolbox)
 
@@ -148,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.journal = journal
     app.state.runner = runner
     app.state.toolbox = toolbox
+    app.state.mcp_servers = mcp_servers
     app.state.chat_context = ChatContext(bases, conversations, memories)
     app.state.placer = placer
     app.state.quotas = Quotas(database.tokens_since)
@@ -172,6 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(knowledge_api.router)
     app.include_router(memory_api.router)
     app.include_router(agents.router)
+    app.include_router(mcp_api.router)
     app.include_router(desktop.router)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

@@ -6,6 +6,7 @@ from fastapi import Request
 
 from blackroad.agents.definitions import Agents
 from blackroad.agents.journal import Journal
+from blackroad.agents.mcp import McpServers
 from blackroad.agents.runner import Runner
 from blackroad.agents.toolbox import Toolbox
 from blackroad.audit.log import AuditLog
@@ -119,3 +120,7 @@ def toolbox(request: Request) -> Toolbox:
     value: Toolbox = request.app.state.toolbox
     return value
 
+
+def mcp_servers(request: Request) -> McpServers:
+    value: McpServers = request.app.state.mcp_servers
+    return value

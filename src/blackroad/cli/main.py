@@ -12,6 +12,7 @@ from blackroad.cli import (
     groups,
     knowledge,
     manage,
+    mcp,
     memory,
     models,
     node,
@@ -44,6 +45,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(memory.chats, name="chats")
 app.add_typer(memory.memories, name="memories")
 app.add_typer(knowledge.app, name="kb")
+app.add_typer(mcp.app, name="mcp")
 app.command("cost")(cost.cost)
 app.command("list")(manage.list_models)
 app.command("ps")(manage.ps)
