@@ -72,6 +72,7 @@ def _file(request: Request, file: Path, cache_control: str) -> Response:
         file,
         media_type=MEDIA_TYPES[file.suffix],
         headers={**SECURITY_HEADERS, "Cache-Control": cache_control},
+        stat_result=file.stat(),  # so the ETag is known here, not only when it is sent
     )
     etag = response.headers.get("etag")
     if etag is not None and request.headers.get("if-none-match") == etag:
@@ -110,12 +111,16 @@ async def vendor_file(version: str, name: str, request: Request) -> Response:
 @router.api_route("/{path:path}", methods=["GET", "HEAD"])
 async def static_file(path: str, request: Request) -> Response:
     """A file of ``static/``; anything outside it, hidden, or of another kind is 404."""
-    file = (STATIC / path).resolve()
+    missing = NotFound(f"no desktop file {path!r}")
+    try:
+        file = (STATIC / path).resolve()
+    except (OSError, ValueError):  # a NUL byte, a loop of links
+        raise missing from None
     if (
         not file.is_relative_to(STATIC)
         or any(part.startswith(".") for part in file.relative_to(STATIC).parts)
         or file.suffix not in MEDIA_TYPES
         or not file.is_file()
     ):
-        raise NotFound(f"no desktop file {path!r}")
+        raise missing
     return _file(request, file, REVALIDATE)

@@ -34,8 +34,8 @@ VENDOR_FILES: dict[str, VendorFile] = {
     "marked.js": VendorFile("marked", "lib/marked.esm.js"),
     "purify.js": VendorFile("dompurify", "dist/purify.es.mjs"),
     "highlight.js": VendorFile("@highlightjs/cdn-assets", "es/highlight.min.js"),
-    "highlight-light.css": VendorFile("@highlightjs/cdn-assets", "styles/github.min.css"),
-    "highlight-dark.css": VendorFile("@highlightjs/cdn-assets", "styles/github-dark.min.css"),
+    "highlight-light.css": VendorFile("@highlightjs/cdn-assets", "styles/a11y-light.min.css"),
+    "highlight-dark.css": VendorFile("@highlightjs/cdn-assets", "styles/a11y-dark.min.css"),
 }
 
 
