@@ -152,7 +152,10 @@ def sandboxed(context: ToolContext, relative: str) -> Path:
     return path
 
 
-_PATH_ONLY = object_schema({"path": {"type": "string", "minLength": 1}}, ["path"])
+# A relative path by its first character, which guides a small model's constrained
+# decoding away from "/..."; ``sandboxed`` still refuses every escape.
+_PATH = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_. /-]{0,254}$"}
+_PATH_ONLY = object_schema({"path": _PATH}, ["path"])
 
 
 class ReadFile(Tool):
@@ -189,7 +192,7 @@ class WriteFile(Tool):
     description = "Write a text file in the agent's sandbox, replacing it if it exists."
     side_effects = True
     parameters = object_schema(
-        {"path": {"type": "string", "minLength": 1}, "content": {"type": "string"}},
+        {"path": _PATH, "content": {"type": "string"}},
         ["path", "content"],
     )
 

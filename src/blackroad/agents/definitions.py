@@ -47,6 +47,8 @@ class AgentDefinition:
     tool_choice: tuple[str, ...] = ()
     max_tokens: int = 512
     temperature: float = 0.2
+    # Ollama's default: without it a small model at a low temperature loops.
+    repeat_penalty: float = 1.1
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):

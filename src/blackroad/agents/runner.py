@@ -254,6 +254,7 @@ class Runner:
         # The caller was checked when the run started; a restart has no caller to ask.
         model = await self.inference.resolve(definition.model, LOCAL_ADMIN)
         sampling = {"max_tokens": definition.max_tokens, "temperature": definition.temperature,
+                    "repeat_penalty": definition.repeat_penalty,
                     "json_schema": plan.schema()}  # fmt: skip
         params = self.inference.sampling(
             model, {k: v for k, v in sampling.items() if v is not None}
@@ -343,9 +344,11 @@ class Runner:
                 self.journal.add_step, run, "tool", "started", tool.name, call_id=call["id"],
                 sent=call["arguments"], audit=entry,
             )  # fmt: skip
-        elif step.status == "approved":
+        else:  # approved, or started before a crash: a second execution, audited as such
+            if step.status == "started":
+                entry = audit_entry("tool_call", {**facts, "again": True}, call["arguments"])
             started = await asyncio.to_thread(
-                self.journal.update_step, step, "started", audit=entry, expect="approved"
+                self.journal.update_step, step, "started", audit=entry, expect=step.status
             )
             assert started is not None, "only this run's task moves its steps on"
             step = started

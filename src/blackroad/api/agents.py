@@ -54,6 +54,7 @@ class AgentBody(_Strict):
     )
     max_tokens: Annotated[int, Field(ge=16, le=8192)] = 512
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
+    repeat_penalty: Annotated[float, Field(ge=0.5, le=2)] = 1.1
 
 
 class RunBody(_Strict):
