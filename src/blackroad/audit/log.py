@@ -211,6 +211,25 @@ class AuditLog:
         )
         return [(int(size), str(note)) for size, note in rows]
 
+    def records(
+        self, before: int | None = None, limit: int = 50, kind: str | None = None
+    ) -> list[tuple[int, str, bool]]:
+        """Records newest first, below index ``before`` (default: all), optionally of one kind.
+
+        Each is ``(index, the record's exact text, whether texts are kept beside it)``.
+        """
+        where = ["idx < ?"]
+        values: list[int | str] = [self.size() if before is None else before]
+        if kind is not None:
+            where.append("json_extract(record, '$.kind') = ?")
+            values.append(kind)
+        rows = self.database.reader().execute(
+            "SELECT idx, record, input IS NOT NULL OR output IS NOT NULL FROM audit_records"  # noqa: S608 (constants)
+            f" WHERE {' AND '.join(where)} ORDER BY idx DESC LIMIT ?",
+            (*values, limit),
+        )
+        return [(int(index), str(record), bool(kept)) for index, record, kept in rows]
+
     def inclusion(self, index: int, size: int) -> list[bytes]:
         self._check_size(size)
         if not 0 <= index < size:
