@@ -6,6 +6,7 @@ when the test ends, every one must have gone to the server itself.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,16 +90,22 @@ def open_app(page: Page, title: str) -> None:
     page.get_by_role("dialog", name=title).wait_for()
 
 
-@pytest.fixture(scope="session")
-def desk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("desk")
-    with running_server(home, auth="on") as server:
+@contextlib.contextmanager
+def desk_server_in(home: Path, **settings: str) -> Iterator[Server]:
+    """A server that requires login, with the admin ``ADMIN`` and the user ``USER``."""
+    with running_server(home, auth="on", **settings) as server:
         for user, role in ((ADMIN, "admin"), (USER, "user")):
             added = blackroad(
                 "users", "add", user, "--role", role, "--password-stdin",
                 home=home, stdin=PASSWORDS[user] + "\n",
             )  # fmt: skip
             assert added.returncode == 0, added.stderr
+        yield server
+
+
+@pytest.fixture(scope="session")
+def desk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with desk_server_in(tmp_path_factory.mktemp("desk")) as server:
         yield server
 
 

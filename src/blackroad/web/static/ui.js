@@ -21,3 +21,23 @@ export function uniqueId(prefix) {
   unique += 1;
   return `${prefix}-${unique}`;
 }
+
+const BYTE_UNITS = ["B", "KB", "MB", "GB", "TB"];
+
+/** A byte count for people: 98362432 -> "98.4 MB" (decimal units, as Ollama shows sizes). */
+export function formatBytes(bytes) {
+  if (bytes == null) return "—";
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < BYTE_UNITS.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${unit ? value.toFixed(1) : value} ${BYTE_UNITS[unit]}`;
+}
+
+/** A date and time from the server (ISO 8601) in the browser's locale; "—" for none. */
+export function formatTime(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
+
