@@ -79,11 +79,16 @@ class Fleet {
       control.id = uniqueId("fleet-add");
       return element("div", { class: "fleet-field" }, element("label", { for: control.id }, label), control);
     };
-    this.addName = element("input", { name: "name", required: true, maxlength: "128", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*", autocomplete: "off" });
+    this.addName = element("input", {
+      name: "name", required: true, maxlength: "128", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*",
+      autocomplete: "off",
+    });
     this.addKind = element("select", { name: "kind" },
       element("option", { value: "ollama" }, "Ollama API (BlackRoad, Ollama)"),
       element("option", { value: "openai" }, "OpenAI API (llama-server, vLLM, …)"));
-    this.addUrl = element("input", { name: "url", type: "url", required: true, placeholder: "http://10.0.0.7:11434", autocomplete: "off" });
+    this.addUrl = element("input", {
+      name: "url", type: "url", required: true, placeholder: "http://10.0.0.7:11434", autocomplete: "off",
+    });
     this.addKey = element("input", { name: "key", type: "password", autocomplete: "off" });
     this.addError = element("p", { class: "error", role: "alert" });
     const heading = element("h3", { id: uniqueId("fleet-add-h") }, "Add a peer");

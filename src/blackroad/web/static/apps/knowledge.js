@@ -64,7 +64,8 @@ class Knowledge {
         class: "kb-item", "aria-current": current ? "true" : null, "data-kb": String(base.id),
         onclick: () => this.open(base.id).catch(this.desktop.error),
       }, element("span", {}, base.name),
-        element("span", { class: "muted kb-item-owner" }, base.permission === "owner" ? "yours" : `${base.owner}'s, ${base.permission}`)));
+        element("span", { class: "muted kb-item-owner" },
+          base.permission === "owner" ? "yours" : `${base.owner}'s, ${base.permission}`)));
     }));
     if (!bases.length) this.list.append(element("li", { class: "muted" }, "None yet: create one below."));
   }
@@ -305,7 +306,9 @@ class Knowledge {
   // ---- search ----
 
   buildSearch() {
-    this.query = element("input", { type: "search", required: true, maxlength: "8192", placeholder: "Ask the documents" });
+    this.query = element("input", {
+      type: "search", required: true, maxlength: "8192", placeholder: "Ask the documents",
+    });
     this.mode = element("select", {},
       ...["hybrid", "lexical", "vector"].map((mode) => element("option", { value: mode }, mode)));
     this.count = element("input", { type: "number", min: "1", max: "100", value: "5", class: "kb-count" });
