@@ -37,6 +37,7 @@ from blackroad.api.app import create_app
 from blackroad.config import Settings
 from blackroad.web.vendor import SOURCE_MODULES, installed
 from tests.conftest import SMOLLM2
+from tests.support.agents import Agents
 from tests.support.server import Server, blackroad, running_server
 
 ALICE, BOB = "alice-7f3a", "bob-91c2"
@@ -104,6 +105,11 @@ def _listed_without_a_s(key: str, thing: str) -> Check:
     return check
 
 
+def _no_approvals_of_others(response: httpx.Response, _: World) -> None:
+    assert response.status_code == 200, response.text
+    assert {item["run"]["owner"] for item in response.json()["approvals"]} <= {BOB}
+
+
 def _new_of_b(response: httpx.Response, _: World) -> None:
     assert response.status_code == 201, response.text
 
@@ -115,6 +121,9 @@ def _own_usage(response: httpx.Response, _: World) -> None:
 
 
 A_CHAT, A_MEMORY = "/api/conversations/{chat}", "/api/memories/{memory}"
+A_AGENT, A_RUN = "/api/agents/{agent}", "/api/agents/runs/{run}"
+A_AGENT_DEFINITION = {"name": "a-agent", "model": SMOLLM2, "tools": ["calculator"],
+                      "tool_choice": ["none"], "max_steps": 1, "max_tokens": 16}  # fmt: skip
 A_KB, A_DOCUMENT = "/api/kb/{kb}", "/api/kb/{kb}/documents/{document}"
 UPLOAD = {"files": ("b.txt", b"B was here")}
 CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
@@ -197,6 +206,33 @@ PROBES: dict[tuple[str, str], Probe] = {
         "caller", extra={"q": "Lisbon"}, check=_listed_without_a_s("conversations", "chat")
     ),
     ("POST", "/api/conversations"): Probe("caller", body={"title": "B's"}, check=_new_of_b),
+    ("GET", "/api/agents"): Probe("caller", check=_listed_without_a_s("agents", "agent")),
+    ("POST", "/api/agents"): Probe(
+        "caller", body={**A_AGENT_DEFINITION, "name": "b-agent"}, check=_new_of_b
+    ),
+    ("GET", "/api/agents/tools"): Probe("caller", check=_ok),
+    ("GET", "/api/agents/{agent_id}"): Probe("caller", A_AGENT, check=_not_found),
+    ("PUT", "/api/agents/{agent_id}"): Probe(
+        "caller", A_AGENT, body={**A_AGENT_DEFINITION, "tools": []}, check=_not_found
+    ),
+    ("DELETE", "/api/agents/{agent_id}"): Probe("caller", A_AGENT, check=_not_found),
+    ("POST", "/api/agents/{agent_id}/runs"): Probe(
+        "caller", f"{A_AGENT}/runs", body={"input": "Hi"}, check=_not_found
+    ),
+    ("GET", "/api/agents/runs"): Probe(
+        "caller", extra={"all": "true"}, check=_listed_without_a_s("runs", "run")
+    ),
+    ("GET", "/api/agents/approvals"): Probe("caller", check=_no_approvals_of_others),
+    ("GET", "/api/agents/runs/{run_id}"): Probe("caller", A_RUN, check=_not_found),
+    ("GET", "/api/agents/runs/{run_id}/events"): Probe(
+        "caller", f"{A_RUN}/events", check=_not_found
+    ),
+    ("POST", "/api/agents/runs/{run_id}/cancel"): Probe(
+        "caller", f"{A_RUN}/cancel", check=_not_found
+    ),
+    ("POST", "/api/agents/runs/{run_id}/steps/{step_id}/decision"): Probe(
+        "caller", f"{A_RUN}/steps/{{step}}/decision", body={"approve": True}, check=_not_found
+    ),
     ("GET", "/api/conversations/{conversation_id}"): Probe("caller", A_CHAT, check=_not_found),
     ("PATCH", "/api/conversations/{conversation_id}"): Probe(
         "caller", A_CHAT, body={"title": "B's now"}, check=_not_found
@@ -362,6 +398,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             ("chat", "/api/conversations", {"messages": [{"role": "user", "content": "Lisbon"}]}),
             ("memory", "/api/memories", {"text": "Lives in Lisbon"}),
             ("kb", "/api/kb", {"name": "a-base"}),
+            ("agent", "/api/agents", A_AGENT_DEFINITION),
         ):
             kept = httpx.post(server.url + path, json=body, headers=_auth(found.alice), timeout=120)
             assert kept.status_code == 201, kept.text
@@ -380,6 +417,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"{base}/shares/{GROUP}", json={"permission": "read"}, headers=_auth(found.alice)
         )
         assert shared.status_code == 200, shared.text
+        # And an agent that has run once.
+        run = httpx.post(
+            f"{server.url}/api/agents/{found.things['agent']}/runs",
+            json={"input": "Hi"},
+            headers=_auth(found.alice),
+        )
+        assert run.status_code == 201, run.text
+        found.things["run"] = run.json()["id"]
+        found.things["step"] = Agents(server.url, found.alice).wait_for_steps(run.json()["id"], 1)[
+            0
+        ]["id"]
         yield found
 
 
@@ -415,7 +463,9 @@ def _snapshot(world: World) -> tuple[Any, ...]:
     memories = httpx.get(f"{url}/api/memories", headers=own).json()
     base = f"{url}/api/kb/{world.things['kb']}"
     bases = httpx.get(base, headers=own).json(), httpx.get(f"{base}/documents", headers=own).json()
-    return user, keys, groups, chats, chat, memories, bases
+    agent = httpx.get(f"{url}/api/agents/{world.things['agent']}", headers=own).json()
+    run = httpx.get(f"{url}/api/agents/runs/{world.things['run']}", headers=own).json()
+    return user, keys, groups, chats, chat, memories, bases, agent, run["status"]
 
 
 ORDERED = sorted(PROBES.items(), key=lambda item: item[1].kind != "caller")

@@ -30,6 +30,13 @@ MAX_STEPS_LIMIT = 100
 DEFAULT_MAX_STEPS = 8
 
 
+def mcp_server_of(name: str) -> str | None:
+    """The MCP server a tool name refers to, if it is one of theirs."""
+    if name.startswith(MCP_PREFIX):
+        return name[len(MCP_PREFIX) :]
+    return name.split("__", 1)[0] if "__" in name else None
+
+
 @dataclass(frozen=True)
 class AgentDefinition:
     """An agent as its owner describes it; stored as JSON, snapshotted by each run."""
@@ -60,19 +67,24 @@ class AgentDefinition:
         if len(set(self.tools)) != len(self.tools):
             raise InvalidRequest("a tool is named twice", param="tools")
         for tool, policy in self.approval.items():
-            if tool not in self.tools:
+            if not self.offers(tool):
                 raise InvalidRequest(f"approval names '{tool}', not among tools", "approval")
             if policy not in get_args(Policy):
                 raise InvalidRequest(f"a tool's policy is one of {get_args(Policy)}", "approval")
         for choice in self.tool_choice:
-            if choice not in ("auto", "required", "none") and choice not in self.tools:
+            if choice not in ("auto", "required", "none") and not self.offers(choice):
                 raise InvalidRequest(
                     f"tool_choice names '{choice}', not among tools", "tool_choice"
                 )
 
+    def offers(self, tool: str) -> bool:
+        """Is ``tool`` among the tools, itself or as one of a named MCP server's?"""
+        server = mcp_server_of(tool)
+        return tool in self.tools or (server is not None and f"{MCP_PREFIX}{server}" in self.tools)
+
     def policy(self, tool: str, side_effects: bool) -> Literal["allow", "ask", "deny"]:
         """What happens when the model calls ``tool``: run it, ask a human, or refuse."""
-        server = tool.split("__", 1)[0] if "__" in tool else None
+        server = mcp_server_of(tool)
         chosen = self.approval.get(tool) or (
             self.approval.get(f"{MCP_PREFIX}{server}") if server else None
         )

@@ -108,6 +108,7 @@ class Runner:
         self.inference = inference
         self.toolbox = toolbox
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.again: set[int] = set()
         self.listeners: dict[int, set[asyncio.Queue[Event]]] = {}
 
     # -- what the API calls ---------------------------------------------------
@@ -197,10 +198,19 @@ class Runner:
 
     def _spawn(self, run_id: int) -> None:
         if run_id in self.tasks:
+            # It may be on its way out (closing MCP sessions after it began to wait):
+            # go again once it is done, or a decision made meanwhile would be lost.
+            self.again.add(run_id)
             return
         task = asyncio.get_running_loop().create_task(self._drive(run_id))
         self.tasks[run_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(run_id, None))
+        task.add_done_callback(lambda done: self._done(run_id, done))
+
+    def _done(self, run_id: int, task: asyncio.Task[None]) -> None:
+        del self.tasks[run_id]
+        if run_id in self.again and not task.cancelled():
+            self.again.discard(run_id)
+            self._spawn(run_id)
 
     def _publish(self, run_id: int, event: Event) -> None:
         for queue in self.listeners.get(run_id, ()):

@@ -9,28 +9,19 @@ definition names, and memory only as far as its ``memory`` access allows.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from blackroad.agents.base import Tool, ToolContext
 from blackroad.agents.builtin import builtin_tools
-from blackroad.agents.definitions import MCP_PREFIX, AgentDefinition
+from blackroad.agents.definitions import MCP_PREFIX, AgentDefinition, mcp_server_of
 from blackroad.agents.journal import Run
+from blackroad.agents.mcp import McpServers
 from blackroad.errors import InvalidRequest
 from blackroad.memory.facts import Memories
 from blackroad.memory.knowledge import KnowledgeBases
-
-# Opens the named MCP servers and gives their tools by name (``server__tool``).
-McpOpener = Callable[[Sequence[str]], AbstractAsyncContextManager[dict[str, Tool]]]
-
-
-def mcp_server_of(name: str) -> str | None:
-    """The MCP server a tool name refers to, if it is one of theirs."""
-    if name.startswith(MCP_PREFIX):
-        return name[len(MCP_PREFIX) :]
-    return name.split("__", 1)[0] if "__" in name else None
 
 
 class Toolbox:
@@ -40,7 +31,7 @@ class Toolbox:
         knowledge: KnowledgeBases,
         memories: Memories,
         sandboxes: Path,
-        mcp: McpOpener | None = None,
+        mcp: McpServers | None = None,
     ) -> None:
         self.builtins = builtin_tools(allowed_hosts)
         self.knowledge = knowledge
@@ -53,11 +44,14 @@ class Toolbox:
         for name in definition.tools:
             if name in self.builtins:
                 continue
-            if mcp_server_of(name) is None:
+            server = mcp_server_of(name)
+            if server is None:
                 known = ", ".join(sorted(self.builtins))
                 raise InvalidRequest(f"unknown tool '{name}' (built in: {known})", param="tools")
             if self.mcp is None:
                 raise InvalidRequest(f"'{name}' is an MCP tool, and MCP is not set up", "tools")
+            if server not in {s.name for s in self.mcp.list()}:
+                raise InvalidRequest(f"'{name}': no MCP server named '{server}'", param="tools")
 
     @asynccontextmanager
     async def open(self, definition: AgentDefinition) -> AsyncIterator[dict[str, Tool]]:
@@ -66,7 +60,7 @@ class Toolbox:
         if not servers or self.mcp is None:
             yield {n: self.builtins[n] for n in definition.tools if n in self.builtins}
             return
-        async with self.mcp(servers) as remote:
+        async with self.mcp.connect(servers) as remote:
             tools: dict[str, Tool] = {}
             for name in definition.tools:
                 if name in self.builtins:

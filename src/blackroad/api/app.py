@@ -103,9 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         MemoryStore(database), service, settings.embedding_model, settings.memory_model
     )
     mcp_servers = McpServers(database)
-    toolbox = Toolbox(
-        settings.agent_hosts, bases, memories, settings.agents_dir, mcp=mcp_servers.connect
-    )
+    toolbox = Toolbox(settings.agent_hosts, bases, memories, settings.agents_dir, mcp=mcp_servers)
     journal = Journal(database, audit)
     runner = Runner(journal, service, toolbox)
 
