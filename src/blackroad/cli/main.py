@@ -6,6 +6,7 @@ import typer
 
 from blackroad import __version__
 from blackroad.cli import (
+    agents,
     audit,
     cost,
     fleet,
@@ -46,6 +47,7 @@ app.add_typer(memory.chats, name="chats")
 app.add_typer(memory.memories, name="memories")
 app.add_typer(knowledge.app, name="kb")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(agents.app, name="agents")
 app.command("cost")(cost.cost)
 app.command("list")(manage.list_models)
 app.command("ps")(manage.ps)
