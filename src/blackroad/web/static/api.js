@@ -117,6 +117,19 @@ export const api = {
     }
   },
 
+  /** GET an event stream and yield each named event as {event, data} (data parsed as JSON). */
+  async *events(path, { signal } = {}) {
+    const response = await send("GET", path, { signal, headers: { Accept: "text/event-stream" } });
+    let event = "message";
+    for await (const line of lines(response)) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) {
+        yield { event, data: JSON.parse(line.slice(5).trim()) };
+        event = "message";
+      }
+    }
+  },
+
   /** `method` `path` and yield each NDJSON line parsed (Ollama's streams: pull, chat). */
   async *ndjson(path, body, { signal, method = "POST" } = {}) {
     const response = await send(method, path, { body, signal });

@@ -14,6 +14,28 @@ export function element(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** A labelled control: the label, then `control` (given an id if it has none), in one block. */
+export function field(label, control, { hint = null } = {}) {
+  control.id ||= uniqueId("field");
+  const note = hint ? element("span", { class: "muted field-hint", id: uniqueId("hint") }, hint) : null;
+  if (note) control.setAttribute("aria-describedby", note.id);
+  return element("div", { class: "field" }, element("label", { for: control.id }, label), control, note);
+}
+
+/** A table of the shared look: `columns` [{label, number}], `rows` arrays of cells (text or nodes). */
+export function dataTable(caption, columns, rows, { empty = "Nothing yet." } = {}) {
+  const body = element("tbody", {}, ...rows.map((cells) => element("tr", {}, ...cells.map((cell, i) =>
+    element("td", { class: columns[i]?.number ? "number" : null }, cell ?? "—")))));
+  if (!rows.length) {
+    body.append(element("tr", {}, element("td", { colspan: String(columns.length), class: "muted" }, empty)));
+  }
+  return element("div", { class: "table-scroll" }, element("table", { class: "data-table" },
+    element("caption", {}, caption),
+    element("thead", {}, element("tr", {}, ...columns.map((column) =>
+      element("th", { scope: "col", class: column.number ? "number" : null }, column.label)))),
+    body));
+}
+
 let unique = 0;
 
 /** An id no other element of the page has, for label/aria references. */
