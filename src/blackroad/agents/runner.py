@@ -258,8 +258,9 @@ class Runner:
         self, run: Run, tools: dict[str, Tool], steps: list[Step], index: int
     ) -> bool:
         definition = run.definition
-        offered = [tools[name] for name in tools]
-        specs = [tool_calling.tool(t.name, t.description, t.parameters, "tools") for t in offered]
+        specs = [
+            tool_calling.tool(t.name, t.description, t.parameters, "tools") for t in tools.values()
+        ]
         plan = tool_calling.plan(specs, definition.choice_at(index))
         # The caller was checked when the run started; a restart has no caller to ask.
         model = await self.inference.resolve(definition.model, LOCAL_ADMIN)
