@@ -111,6 +111,15 @@ def test_a_multi_step_run_searches_a_knowledge_base_then_calculates(
     assert kinds_audited.count("agent.tool_call") == sum(s["kind"] == "tool" for s in steps)
     assert kinds_audited.count("agent.tool_result") == sum(s["kind"] == "tool" for s in steps)
     assert kinds_audited[0] == "agent.run" and kinds_audited[-1] == "agent.end"
+    # And the model calls are in the request log: the owner's usage and budgets count them.
+    with sqlite3.connect(server.home / "blackroad.db") as db:
+        logged = db.execute(
+            "SELECT sum(prompt_tokens + completion_tokens), count(*) FROM requests"
+            " WHERE method = 'AGENT' AND path = ? AND user = 'local'",
+            (f"/api/agents/runs/{run['id']}",),
+        ).fetchone()
+    models = [s["output"] for s in steps if s["kind"] == "model"]
+    assert logged == (sum(m["prompt_tokens"] + m["completion_tokens"] for m in models), len(models))
 
 
 def test_a_run_stops_at_its_step_limit(agents: Agents) -> None:

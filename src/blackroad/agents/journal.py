@@ -26,6 +26,7 @@ from blackroad.errors import NotFound
 from blackroad.memory.conversations import utc_now
 from blackroad.store import sqlite
 from blackroad.store.database import Database
+from blackroad.store.schema import RequestRecord
 
 RunStatus = Literal[
     "running", "awaiting_approval", "succeeded", "failed", "cancelled", "step_limit"
@@ -201,10 +202,12 @@ class Journal:
         output: Any = None,
         duration_ms: float | None = None,
         audit: Entry | None = None,
+        usage: RequestRecord | None = None,
     ) -> Step:
+        """A new step; ``usage``, a model call's, goes into the request log with it."""
         now = utc_now()
 
-        def work(connection: sqlite.Connection) -> int:
+        def work(connection: sqlite.Connection) -> None:
             (seq,) = connection.execute(
                 "SELECT coalesce(max(seq), 0) + 1 FROM agent_steps WHERE run_id = ?", (run.id,)
             ).fetchone()
@@ -218,9 +221,14 @@ class Journal:
             self._touch(connection, run.id, now)
             if audit is not None:
                 self.audit.append_to(connection, audit)
-            return int(cursor.lastrowid or 0)
+            added.append(int(cursor.lastrowid or 0))
 
-        return self.step(run.id, self.database.write(work))
+        added: list[int] = []
+        if usage is None:
+            self.database.write(work)
+        else:  # in the request log too: the owner's usage, budgets and costs count it
+            self.database.record_request(usage, also=work)
+        return self.step(run.id, added[0])
 
     def update_step(
         self,

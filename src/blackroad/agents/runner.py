@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from blackroad.agents.base import Tool, ToolError, ToolResult, validated_call
@@ -38,6 +39,7 @@ from blackroad.errors import BlackRoadError, Conflict, Forbidden
 from blackroad.identity.types import LOCAL_ADMIN, Principal
 from blackroad.service import tools as tool_calling
 from blackroad.service.inference import Inference
+from blackroad.store.schema import RequestRecord
 
 log = logging.getLogger(__name__)
 TOOL_TIMEOUT_SECONDS = 60.0
@@ -271,8 +273,10 @@ class Runner:
             model, {k: v for k, v in sampling.items() if v is not None}
         )
         messages = self.inference.conversation(model, plan.offered(history(run, steps)))
-        began = time.perf_counter()
-        text, finish = await collect(self.inference.generate(model, params, messages=messages))
+        nodes: list[str] = []
+        started_at, began = datetime.now(UTC), time.perf_counter()
+        stream = self.inference.generate(model, params, messages=messages, on_node=nodes.append)
+        text, finish = await collect(stream)
         took = (time.perf_counter() - began) * 1000
         answer = plan.read(text, validate=False)  # _execute says what is wrong
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in answer.calls]
@@ -290,6 +294,12 @@ class Runner:
         step = await asyncio.to_thread(
             self.journal.add_step, run, "model", "completed", model.name, sent=offered_names,
             output=output, duration_ms=took, audit=audit_entry("model", facts, messages, output),
+            usage=RequestRecord(
+                created_at=started_at, method="AGENT", path=f"/api/agents/runs/{run.id}",
+                model=model.name, user=run.owner, node=nodes[-1] if nodes else None, status=200,
+                prompt_tokens=finish.prompt_tokens, completion_tokens=finish.completion_tokens,
+                duration_ms=took,
+            ),
         )  # fmt: skip
         self._publish(run.id, {"type": "step", "step": step.to_json()})
         if calls:
