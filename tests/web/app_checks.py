@@ -41,3 +41,14 @@ def page_errors(page: Page) -> list[str]:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     return errors
+
+
+def fits_a_phone(page: Page, title: str) -> None:
+    """At phone width app ``title`` fills the screen, and only its tables scroll sideways."""
+    window = page.get_by_role("dialog", name=title).first
+    expect(window).to_be_visible()
+    assert window.bounding_box() == page.locator("#desktop").bounding_box()
+    width = page.evaluate("innerWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    body = window.locator(".window-body")
+    assert body.evaluate("b => b.scrollWidth <= b.clientWidth"), "the window scrolls sideways"

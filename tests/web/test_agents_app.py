@@ -17,7 +17,7 @@ from playwright.sync_api import Locator, Page, expect
 from tests.conftest import SMOLLM2
 from tests.support.agents import Agents as AgentsClient
 from tests.support.server import Server
-from tests.web.app_checks import Scheme, check_app, page_errors
+from tests.web.app_checks import Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import USER, Desk, open_app
 
 RUN_TIMEOUT = 120_000  # ms: a model step on a shared CPU
@@ -127,6 +127,14 @@ def waiting_run(desk_server: Server, session_key: Callable[[Server, str], str]) 
         agents.wait(run["id"], "awaiting_approval")
     run_id: int = run["id"]
     return run_id
+
+
+def test_at_phone_width_the_window_fills_the_screen(desk: Desk, waiting_run: int) -> None:
+    page = desk.logged_in(USER, width=390, height=800)
+    page.goto(f"/#agents=run-{waiting_run}")
+    page.reload()
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    fits_a_phone(page, "Agents")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.server import Server, blackroad
-from tests.web.app_checks import SCREENSHOTS, Scheme, check_app, page_errors
+from tests.web.app_checks import SCREENSHOTS, Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import ADMIN, Desk, desk_server_in, open_app
 
 
@@ -72,6 +72,10 @@ def test_verify_says_verified_and_the_export_passes_the_cli(desk: Desk, tmp_path
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.startswith("verified: ")
     assert errors == []
+
+
+def test_at_phone_width_the_window_fills_the_screen(desk: Desk) -> None:
+    fits_a_phone(audit(desk, width=390, height=800), "Audit")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -4,18 +4,20 @@ and what a plain user gets of the admin apps: nothing in the launcher, nothing f
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.web.app_checks import Scheme, check_app, page_errors
+from tests.web.app_checks import Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import ADMIN, USER, Desk, open_app
 
 NEWCOMER, NEWCOMER_PASSWORD = "carol", "carol-desk-password-3"
 ADMIN_APPS = ("Settings", "Audit")
 
 
-def settings(desk: Desk, **options: Scheme | bool) -> Page:
+def settings(desk: Desk, **options: Any) -> Page:
     page = desk.logged_in(ADMIN, **options)
     open_app(page, "Settings")
     expect(page.get_by_role("table", name="Users")).to_contain_text(ADMIN)
@@ -120,6 +122,14 @@ def test_a_plain_user_cannot_open_an_admin_app_nor_reach_its_api(desk: Desk) -> 
     )
     for path, status, error in answers:
         assert status == 403 and "admin" in error, (path, status, error)
+
+
+@pytest.mark.parametrize("tab", ["Users", "Groups", "Keys", "Limits"])
+def test_at_phone_width_the_window_fills_the_screen(desk: Desk, tab: str) -> None:
+    page = settings(desk, width=390, height=800)
+    page.get_by_role("tab", name=tab).click()
+    expect(page.get_by_role("tabpanel", name=tab)).to_be_visible()
+    fits_a_phone(page, "Settings")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import SMOLLM2
 from tests.support.server import Server
-from tests.web.app_checks import Scheme, check_app, page_errors
+from tests.web.app_checks import Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import ADMIN, USER, Desk, open_app
 
 
@@ -47,7 +47,7 @@ def test_a_user_sees_charts_of_their_own_usage_only(desk: Desk, chatted: None) -
     expect(chart.locator("rect")).not_to_have_count(0)  # bars drawn from the data
     rows = usage_rows(page)
     assert rows and {row[1] for row in rows} == {USER}
-    assert {row[2] for row in rows} == {SMOLLM2}
+    assert {row[3] for row in rows} == {SMOLLM2}
     # Cost describes the whole installation: not shown to a user, and refused by the server.
     expect(page.get_by_role("heading", name="Cost and break-even")).to_have_count(0)
     status = page.evaluate("async () => (await fetch('/api/usage/cost')).status")
@@ -75,6 +75,13 @@ def test_an_admin_sees_everyone_with_cost_and_break_even(desk: Desk, chatted: No
     total = page.get_by_role("table", name="Cost per node").locator("tbody tr").last
     expect(total.locator("td").first).to_have_text("total")
     assert errors == []
+
+
+def test_at_phone_width_the_window_fills_the_screen(desk: Desk, chatted: None) -> None:
+    page = desk.logged_in(ADMIN, width=390, height=800)
+    open_app(page, "Usage")
+    expect(page.get_by_role("table", name="Cost per node")).to_be_visible()
+    fits_a_phone(page, "Usage")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -49,22 +49,23 @@ function legend(names) {
  */
 export function stackedBars({ title, labels, series, format = String }) {
   const height = 220;
-  const left = 64;
   const bottom = 36;
   const top = 12;
   const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] ?? 0), 0));
   const bound = niceCeiling(Math.max(0, ...totals));
+  const ticks = [0, 0.5, 1].map((fraction) => bound * fraction);
+  // Room for the longest axis label, at about 6.6 px a character of the 11 px axis font.
+  const left = Math.max(40, 14 + 6.6 * Math.max(...ticks.map((tick) => format(tick).length)));
   const plotHeight = height - top - bottom;
   const slot = (WIDTH - left - 8) / Math.max(labels.length, 1);
   const barWidth = Math.max(2, Math.min(48, slot * 0.7));
   const y = (value) => top + plotHeight * (1 - value / bound);
   const chart = frame(title, `${labels.length} bars, largest ${format(Math.max(0, ...totals))}; `
     + "the table below lists every value.", height);
-  for (const fraction of [0, 0.5, 1]) {
+  for (const tick of ticks) {
     chart.append(
-      svg("line", { class: "chart-grid", x1: left, x2: WIDTH - 4, y1: y(bound * fraction), y2: y(bound * fraction) }),
-      svg("text", { class: "chart-axis", x: left - 6, y: y(bound * fraction) + 4, "text-anchor": "end" },
-        format(bound * fraction)),
+      svg("line", { class: "chart-grid", x1: left, x2: WIDTH - 4, y1: y(tick), y2: y(tick) }),
+      svg("text", { class: "chart-axis", x: left - 6, y: y(tick) + 4, "text-anchor": "end" }, format(tick)),
     );
   }
   const labelEvery = Math.ceil(labels.length / 10); // at most ten dates under the axis

@@ -115,10 +115,10 @@ class Usage {
         })));
     }
     const table = dataTable(`Usage rows, last ${this.days} days`, [
-      { label: "Day" }, { label: "User" }, { label: "Model" }, { label: "Node" },
+      { label: "Day" }, { label: "User" }, { label: "Key" }, { label: "Model" }, { label: "Node" },
       { label: "Requests", number: true }, { label: "Prompt tokens", number: true },
       { label: "Completion tokens", number: true }, { label: "Busy s", number: true },
-    ], rows.map((row) => [row.day, row.user ?? "—", row.model, row.node, integer.format(row.requests),
+    ], rows.map((row) => [row.day, row.user ?? "—", row.key_prefix ?? "local", row.model, row.node, integer.format(row.requests),
       integer.format(row.prompt_tokens ?? 0), integer.format(row.completion_tokens ?? 0),
       ((row.busy_ms ?? 0) / 1000).toFixed(1)]), { empty: "No requests in this window." });
     table.classList.add("usage-rows");
