@@ -7,10 +7,11 @@ The module has a server of its own: its last test edits that server's database b
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -55,6 +56,31 @@ def test_records_are_browsed_newest_first_and_by_kind(desk: Desk) -> None:
     kinds = page.locator(".audit-records tbody td:nth-child(3)").all_inner_texts()
     assert kinds and set(kinds) == {"change"}
     assert errors == []
+
+
+def test_the_records_route_pages_newest_first_and_filters_by_kind(
+    desk_server: Server, session_key: Callable[[Server, str], str]
+) -> None:
+    with httpx.Client(
+        base_url=desk_server.url,
+        headers={"Authorization": f"Bearer {session_key(desk_server, ADMIN)}"},
+    ) as http:
+        seen: list[int] = []
+        page = http.get("/api/audit/records", params={"limit": 2}).json()
+        size = page["size"]
+        while True:
+            assert len(page["records"]) <= 2
+            seen += [record["index"] for record in page["records"]]
+            if page["next"] is None:
+                break
+            page = http.get("/api/audit/records", params={"limit": 2, "from": page["next"]}).json()
+        assert seen == list(range(size - 1, -1, -1))  # every record once, newest first
+        changes = http.get("/api/audit/records", params={"kind": "change", "limit": 500}).json()
+        assert changes["records"] and {r["record"]["kind"] for r in changes["records"]} == {
+            "change"
+        }
+        for wrong in ({"limit": 0}, {"limit": 501}, {"from": 0}, {"kind": ""}):
+            assert http.get("/api/audit/records", params=wrong).status_code == 400, wrong
 
 
 def test_verify_says_verified_and_the_export_passes_the_cli(desk: Desk, tmp_path: Path) -> None:

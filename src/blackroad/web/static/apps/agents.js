@@ -311,7 +311,7 @@ class Agents {
       } catch (exc) {
         this.desktop.error(exc);
       }
-      await this.openRun(run.id); // the run goes on: follow it again
+      await this.openRun(run.id).catch(this.desktop.error); // the run goes on: follow it again
     };
     const box = element("div", { class: "agents-decision", role: "group", "aria-label": `Decision on ${step.name}` },
       element("p", {}, element("strong", {}, `${step.name} waits for your approval.`)),
