@@ -144,3 +144,22 @@ def test_accessible_with_screenshots(desk: Desk, waiting_run: int, scheme: Schem
     page.reload()  # what the URL names is opened on load
     approvable = page.get_by_role("button", name="Approve")
     check_app(page, "Agents", "agents", scheme, lambda _: expect(approvable).to_be_visible())
+
+
+def test_a_waiting_run_is_cancelled_and_leaves_nothing_to_decide(
+    desk: Desk, waiting_run: int
+) -> None:
+    """Last in the module: it ends the run the tests above show."""
+    page = desk.logged_in(USER)
+    errors = page_errors(page)
+    page.goto(f"/#agents=run-{waiting_run}")
+    page.reload()
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator(".agents-finished")).to_have_text("The run cancelled.")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+    pending = page.get_by_role("list", name="Pending approvals")
+    expect(pending.get_by_text("Nothing waits for you.")).to_be_visible()
+    assert page.request.get(f"/api/agents/runs/{waiting_run}").json()["status"] == "cancelled"
+    assert errors == []

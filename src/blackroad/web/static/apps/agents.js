@@ -288,7 +288,8 @@ class Agents {
         // A rejection is the call's result (an error saying so): the decision itself is neutral here.
         parts.push(element("p", { class: "muted" }, `Decided by ${step.decided_by}${step.reason ? `: ${step.reason}` : ""}`));
       }
-      if (step.status === "awaiting_approval") parts.push(this.decision(run, step));
+      // A run cancelled while it waited leaves its call undecided: nothing is left to decide.
+      if (step.status === "awaiting_approval" && run.status === "awaiting_approval") parts.push(this.decision(run, step));
     } else if (step.output) {
       if (step.output.content) parts.push(element("pre", { class: "agents-io" }, step.output.content));
       for (const call of step.output.calls ?? []) {
