@@ -292,6 +292,9 @@ PROBES: dict[tuple[str, str], Probe] = {
         "admin", body={"name": "b-node", "kind": "ollama", "url": "http://127.0.0.1:9"}
     ),
     ("DELETE", "/api/fleet/nodes/{name}"): Probe("admin", "/api/fleet/nodes/any"),
+    ("POST", "/api/fleet/nodes/{name}/drain"): Probe(
+        "admin", "/api/fleet/nodes/any/drain", body={"draining": True}
+    ),
     ("POST", "/api/fleet/tokens"): Probe("admin", body={}),
     ("GET", "/api/fleet/tokens"): Probe("admin"),
     ("DELETE", "/api/fleet/tokens/{prefix}"): Probe("admin", "/api/fleet/tokens/brj-none"),

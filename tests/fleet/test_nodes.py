@@ -89,7 +89,7 @@ def test_the_api_lists_this_node_first_then_its_peers(server: Server, http: http
     assert len(http.get("/api/fleet").json()["nodes"]) == 1
 
 
-def test_the_cli_adds_lists_and_removes_peers(server: Server, tmp_path: Path) -> None:
+def test_the_cli_adds_lists_drains_and_removes_peers(server: Server, tmp_path: Path) -> None:
     def run(*args: str) -> str:
         result = blackroad(*args, home=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -99,6 +99,10 @@ def test_the_cli_adds_lists_and_removes_peers(server: Server, tmp_path: Path) ->
         "nodes", "add", server.url, "--kind", "ollama", "--name", "lab"
     )
     assert "lab" in run("nodes", "list") and SMOLLM2 in run("fleet", "--refresh")
+    assert "node 'lab' is draining" in run("nodes", "drain", "lab")
+    assert "up (draining)" in run("nodes", "list")
+    assert "takes work again" in run("nodes", "drain", "lab", "--undo")
+    assert "draining" not in run("nodes", "list")
     run("nodes", "rm", "lab")
     assert "lab" not in run("fleet")
     refused = blackroad(

@@ -302,3 +302,31 @@ def test_when_every_node_is_busy_requests_wait_then_get_503(tmp_path: Path) -> N
         assert "".join(e.choices[0].delta.content or "" for e in busy if e.choices) != ""
         reply = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=2)
         assert reply.choices[0].message.content == counted(2)  # the place is free again
+
+
+def test_a_drained_node_gets_no_new_work_until_it_is_undrained(
+    control: Server, fleet: list[Node]
+) -> None:
+    first, second = fleet
+    name = f"vllm-{first.port}"
+    with httpx.Client(base_url=control.url, timeout=30) as http:
+        drained = http.post(f"/api/fleet/nodes/{name}/drain", json={"draining": True})
+        assert drained.status_code == 200 and drained.json()["draining"] is True
+        listed = {n["name"]: n for n in http.get("/api/fleet").json()["nodes"]}
+        assert listed[name]["draining"] is True and listed[name]["state"] == "up"
+        client = openai.OpenAI(base_url=control.v1, api_key="unused", max_retries=0)
+        before = requests_seen(first)
+        for _ in range(6):
+            reply = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=2)
+            assert reply.choices[0].message.content == counted(2)
+        assert requests_seen(first) == before  # every one went to the other peer
+        # Both drained: no node may take the model, a clean 503.
+        http.post(f"/api/fleet/nodes/vllm-{second.port}/drain", json={"draining": True})
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=2)
+        assert refused.value.status_code == 503
+        # Undrained, the first takes work again: it is the only one left undrained.
+        http.post(f"/api/fleet/nodes/{name}/drain", json={"draining": False})
+        client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=2)
+        assert requests_seen(first) == before + 1
+        assert http.post("/api/fleet/nodes/no-such/drain", json={}).status_code == 404

@@ -1,4 +1,5 @@
-"""The Fleet app: a real peer process added, seen up, killed with SIGKILL, seen down, removed.
+"""The Fleet app: a real peer process added, seen up, drained, killed with SIGKILL, seen down,
+removed.
 
 Screenshots of the app, light and dark, go to docs/screenshots/.
 """
@@ -59,6 +60,15 @@ def test_a_peer_is_added_turns_red_when_killed_and_is_removed(desk: Desk, peer: 
         expect(row.locator(".fleet-models")).to_contain_text(SMOLLM2)
         expect(row.locator(".fleet-url")).to_have_text(peer.url)
         assert fleet_names(page)[1:] == [PEER]
+
+        # Drained: still up, routed no new work, until undrained.
+        page.get_by_role("button", name=f"Drain {PEER}").click()
+        expect(row).to_have_attribute("data-draining", "true")
+        expect(row.locator(".state-badge")).to_have_text("Up, draining")
+        node = next(n for n in page.request.get("/api/fleet").json()["nodes"] if n["name"] == PEER)
+        assert node["draining"] is True
+        page.get_by_role("button", name=f"Drain {PEER}").click()
+        expect(row).to_have_attribute("data-draining", "false")
 
         peer.process.send_signal(signal.SIGKILL)  # no goodbye, as in a crash or a pulled cable
         peer.process.wait(timeout=10)

@@ -103,6 +103,7 @@ async def fleet(request: Request) -> dict[str, Any]:
         "kind": "embedded",
         "url": None,
         "state": "up",
+        "draining": False,
         "models": local,
         "last_seen": None,
         "last_error": None,
@@ -158,6 +159,21 @@ async def add_node(body: NodeAdd, request: Request) -> dict[str, Any]:
     added = await nodes(request).add(body.name, body.kind, body.url, body.key)
     await _resync(request)
     return node_view(added)
+
+
+class Drain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    draining: bool = True
+
+
+@router.post("/nodes/{name}/drain", dependencies=ADMIN)
+async def drain_node(name: str, body: Drain, request: Request) -> dict[str, Any]:
+    """Route no new work to the node (``draining`` false: route to it again); what it
+    runs now finishes there."""
+    drained = await run_in_threadpool(nodes(request).drain, name, body.draining)
+    await _resync(request)
+    return node_view(drained)
 
 
 @router.delete("/nodes/{name}", status_code=204, dependencies=ADMIN)

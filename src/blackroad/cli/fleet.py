@@ -79,6 +79,20 @@ def remove_node(name: str) -> None:
     audited()
 
 
+@nodes.command("drain")
+def drain_node(
+    name: str, undo: bool = typer.Option(False, "--undo", help="Route work to it again.")
+) -> None:
+    """Route no new work to a node (what it runs now finishes); a running server follows
+    at its next probe round."""
+    try:
+        _nodes().drain(name, not undo)
+    except BlackRoadError as exc:
+        fail(exc.message)
+    console.print(f"node '{name}' {'takes work again' if undo else 'is draining'}")
+    audited()
+
+
 def fleet(refresh: bool = typer.Option(False, help="Ask every peer now.")) -> None:
     """Every node of the fleet: kind, state, models, load, decode speed, last seen."""
     found = _nodes()
@@ -145,7 +159,8 @@ def _table(rows: list[NodeInfo]) -> None:
         table.add_column(column)
     for node in rows:
         table.add_row(
-            node.name, node.kind, node.state, ", ".join(node.models) or "-", _load(node.stats),
+            node.name, node.kind, node.state + (" (draining)" if node.draining else ""),
+            ", ".join(node.models) or "-", _load(node.stats),
             _speed(node.stats), node.url, _time(node.last_seen), node.last_error or "",
         )  # fmt: skip
     console.print(table)

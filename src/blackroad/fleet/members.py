@@ -74,6 +74,11 @@ class Member(abc.ABC):
     limit: int | None
     remote: bool  # reached over the network (so it can be cut off by a partition)
 
+    @property
+    def draining(self) -> bool:
+        """Routed no new jobs: an admin is taking it out of service."""
+        return False
+
     @abc.abstractmethod
     def serves(self, job: Job) -> bool: ...
 
@@ -121,6 +126,7 @@ class PeerAccess:
     api_key: str | None
     models: tuple[str, ...]
     stats: Mapping[str, Any] | None = None
+    draining: bool = False
 
 
 class RemoteMember(Member):
@@ -135,6 +141,10 @@ class RemoteMember(Member):
         self.models = frozenset(access.models)
         self._engine_type = engine_type
         self._engines: dict[str, RemoteEngine] = {}
+
+    @property
+    def draining(self) -> bool:
+        return self.access.draining  # the database's, as of the last sync
 
     def serves(self, job: Job) -> bool:
         # A chat template of the request's own cannot travel (the peer renders

@@ -46,6 +46,7 @@ def _info(node: Node) -> NodeInfo:
         last_seen=None if node.last_seen is None else node.last_seen.replace(tzinfo=UTC),
         last_error=node.last_error,
         stats=node.stats,
+        draining=bool(node.draining),
     )
 
 
@@ -96,11 +97,20 @@ class Nodes:
                 raise NotFound(f"no node named {name!r}")
             session.delete(node)
 
+    def drain(self, name: str, draining: bool) -> NodeInfo:
+        """Stop (or resume) routing new work to the node ``name``."""
+        with self.database.session() as session, session.begin():
+            node = session.scalar(select(Node).where(Node.name == name))
+            if node is None:
+                raise NotFound(f"no node named {name!r}")
+            node.draining = draining
+            return _info(node)
+
     def access(self) -> list[PeerAccess]:
         """Every peer with what it takes to reach it: for the router, never for display."""
         with self.database.session() as session:
             return [
-                PeerAccess(n.name, n.kind, n.url, n.api_key, tuple(n.models), n.stats)
+                PeerAccess(n.name, n.kind, n.url, n.api_key, tuple(n.models), n.stats, n.draining)
                 for n in session.scalars(select(Node).order_by(Node.name))
             ]
 

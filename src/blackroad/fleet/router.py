@@ -147,7 +147,10 @@ class Router:
         return [
             t
             for t in self.targets.values()
-            if t.name not in exclude and t.member.serves(job) and t.breaker.available(now)
+            if t.name not in exclude
+            and not t.member.draining
+            and t.member.serves(job)
+            and t.breaker.available(now)
         ]
 
     def _choose(self, job: Job, candidates: list[Target]) -> Target | None:

@@ -36,3 +36,4 @@ class NodeInfo:
     last_error: str | None
     # A BlackRoad node's last heartbeat (load, free memory, capabilities); None for others.
     stats: Mapping[str, Any] | None = None
+    draining: bool = False  # routed no new work

@@ -130,6 +130,8 @@ class Node(Base):
     credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     # What a joined node last reported: load, free memory, capabilities.
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Drained by an admin: routed no new work (what it runs now finishes).
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class JoinToken(Base):

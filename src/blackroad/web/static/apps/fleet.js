@@ -1,9 +1,8 @@
 // Fleet (admins): every node, this one first, with its state, models, load and decode speed,
 // read from /api/fleet every POLL_MS so a node the server's probes find dead turns red
-// within a probe round; adding a peer by URL and removing one. Rows are updated in place,
-// keyed by the node's name, so polling never takes the keyboard focus away.
-//
-// Not here: draining. The router has no notion of it (a node takes new work or is removed).
+// within a probe round; adding a peer by URL, draining one (no new work; what it runs
+// finishes) and removing one. Rows are updated in place, keyed by the node's name, so
+// polling never takes the keyboard focus away.
 
 import { ApiError } from "/desktop/api.js";
 import { element, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
@@ -18,7 +17,8 @@ function health(node) {
 
 function stateText(node, state) {
   if (state === "down") return "Down";
-  return node.route?.breaker === "half-open" ? "Up (on trial)" : "Up";
+  const up = node.route?.breaker === "half-open" ? "Up (on trial)" : "Up";
+  return node.draining ? `${up}, draining` : up;
 }
 
 /** Outstanding requests of the router, and what a BlackRoad node or this one runs itself. */
@@ -171,6 +171,11 @@ class Fleet {
     cells.load.textContent = loadText(node, local);
     cells.speed.textContent = speedText(node);
     cells.seen.textContent = local ? "now" : formatTime(node.last_seen);
+    if (cells.drain) {
+      cells.drain.textContent = node.draining ? "Undrain" : "Drain";
+      cells.drain.setAttribute("aria-pressed", String(Boolean(node.draining)));
+      row.dataset.draining = String(Boolean(node.draining));
+    }
     const before = this.states.get(node.name);
     if (before && before !== state) this.announcer.textContent = `${node.name} is ${state}.`;
     this.states.set(node.name, state);
@@ -187,9 +192,14 @@ class Fleet {
       speed: element("td"),
       seen: element("td"),
     };
+    cells.drain = local ? null : element("button", {
+      "aria-label": `Drain ${node.name}`, "aria-pressed": "false",
+      onclick: () => this.drain(node.name, cells.drain.getAttribute("aria-pressed") !== "true")
+        .catch(this.desktop.error),
+    }, "Drain");
     const actions = local
       ? element("td", { class: "muted" }, "—")
-      : element("td", {}, element("button", {
+      : element("td", {}, cells.drain, " ", element("button", {
         class: "danger", "aria-label": `Remove ${node.name}`,
         onclick: () => this.remove(node.name).catch(this.desktop.error),
       }, "Remove"));
@@ -221,6 +231,12 @@ class Fleet {
     } finally {
       submit.disabled = false;
     }
+  }
+
+  async drain(name, draining) {
+    await this.api.post(`/api/fleet/nodes/${encodeURIComponent(name)}/drain`, { draining });
+    this.desktop.notify(draining ? `${name} takes no new work.` : `${name} takes work again.`);
+    await this.refresh();
   }
 
   async remove(name) {
