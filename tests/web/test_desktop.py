@@ -6,6 +6,7 @@ Screenshots of the desktop and of Chat, light and dark, go to docs/screenshots/.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,16 @@ def test_the_keyboard_reaches_the_launcher_and_the_windows(desk: Desk) -> None:
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Shift+Tab")
     expect(page.get_by_role("spinbutton", name="Max tokens")).to_be_focused()
+    # A second window, then Alt+W brings the windows forward in turn.
+    page.keyboard.press("Alt+KeyA")
+    page.get_by_role("menuitem", name="Knowledge").press("Enter")
+    knowledge = page.get_by_role("dialog", name="Knowledge")
+    expect(knowledge).to_have_class(re.compile(r"\bactive\b"))
+    page.keyboard.press("Alt+KeyW")
+    expect(chat).to_have_class(re.compile(r"\bactive\b"))
+    expect(knowledge).not_to_have_class(re.compile(r"\bactive\b"))
+    page.keyboard.press("Alt+KeyW")
+    expect(knowledge).to_have_class(re.compile(r"\bactive\b"))
 
 
 def test_at_phone_width_windows_fill_the_screen(desk: Desk) -> None:
@@ -156,6 +167,12 @@ def test_admin_apps_are_listed_for_admins_only(desk: Desk, user: str) -> None:
     expected = [title for title, admin in flags.items() if user == ADMIN or not admin]
     assert sorted(listed) == sorted(expected)
     assert "Chat" in listed
+    page.keyboard.press("Escape")
+    # The desktop's icons are the same apps, and one click opens one.
+    icons = page.get_by_role("list", name="Apps on the desktop").get_by_role("button")
+    assert sorted(icons.all_inner_texts()) == sorted(f"{t[0]}\n{t}" for t in expected)
+    icons.filter(has_text="Chat").click()
+    page.get_by_role("dialog", name="Chat").wait_for()
     # And the server refuses the user's cookie on an admin API, in its error format.
     status, body = page.evaluate(
         """async () => {

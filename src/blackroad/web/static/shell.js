@@ -332,6 +332,12 @@ function fillLauncher() {
     menuItem(app.title, () => openApp(app.id)),
   ));
   if (!launcher.children.length) launcher.append(element("p", { class: "muted" }, "No apps"));
+  // The same apps as icons on the desktop itself, for the mouse and the finger.
+  $("desktop-icons").replaceChildren(...visibleApps().map((app) => element("li", {},
+    element("button", { class: "desktop-icon", "data-app": app.id, onclick: () => openApp(app.id) },
+      element("span", { class: "desktop-icon-glyph", "aria-hidden": "true" }, app.title[0]),
+      element("span", { class: "desktop-icon-label" }, app.title)),
+  )));
 }
 
 function fillUserMenu() {
