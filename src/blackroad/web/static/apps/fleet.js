@@ -5,7 +5,7 @@
 // polling never takes the keyboard focus away.
 
 import { ApiError } from "/desktop/api.js";
-import { element, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
+import { element, field, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
 
 const POLL_MS = 1500;
 const COLUMNS = ["Node", "Kind", "State", "Models", "Load", "Tokens/s", "Last seen", "Actions"];
@@ -75,10 +75,6 @@ class Fleet {
   }
 
   buildAdd() {
-    const field = (label, control) => {
-      control.id = uniqueId("fleet-add");
-      return element("div", { class: "fleet-field" }, element("label", { for: control.id }, label), control);
-    };
     this.addName = element("input", {
       name: "name", required: true, maxlength: "128", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*",
       autocomplete: "off",
