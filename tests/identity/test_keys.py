@@ -101,8 +101,11 @@ def test_model_management_needs_the_admin_scope(secured: Server) -> None:
     assert refused.status_code == 403
     assert "admin" in refused.json()["error"]
     admin_key = new_key(secured, "root", "--scope", "admin", "--scope", "inference", role="admin")
-    allowed = httpx.post(
-        f"{secured.url}/api/copy", json=body, headers={"Authorization": f"Bearer {admin_key}"}
+    allowed = httpx.post(  # a copy of a 98 MB file: more than httpx's 5 s on a loaded machine
+        f"{secured.url}/api/copy",
+        json=body,
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=120,
     )
     assert allowed.status_code == 200
 
