@@ -74,6 +74,11 @@ def _up(control: Server) -> int:
     return sum(n["state"] == "up" and n["stats"] is not None for n in _fleet(control))
 
 
+def _routed(control: Server) -> list[str]:
+    listed = httpx.get(control.v1 + "/models", timeout=10).json()["data"]
+    return [model["id"] for model in listed]
+
+
 def _serving(control: Server) -> list[str]:
     placements = httpx.get(control.url + "/api/fleet/placements", timeout=10).json()["placements"]
     assert [p["model"] for p in placements] == [PLACED]
@@ -88,6 +93,8 @@ def test_a_placed_model_is_pulled_onto_n_nodes_and_kept_there(
     placed = blackroad("models", "place", PLACED, "--replicas", "2", home=control.home)
     assert placed.returncode == 0, placed.stdout + placed.stderr
     until(lambda: len(_serving(control)) == 2, timeout=120)
+    # The router learns what a node serves at its next sync: wait until it routes the model.
+    until(lambda: PLACED in _routed(control), timeout=60)
     first = _serving(control)
     client = openai.OpenAI(base_url=control.v1, api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
