@@ -84,9 +84,7 @@ def test_openai_tool_calls_parse_and_validate(
         messages=ASK,
         tools=TOOLS,
         tool_choice=choice,
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     choice_ = reply.choices[0]
     calls = function_calls(choice_.message)
@@ -109,9 +107,7 @@ def test_openai_named_tool_choice(client: openai.OpenAI) -> None:
         messages=ASK,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_time"}},
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     calls = function_calls(reply.choices[0].message)
     assert calls and {c.function.name for c in calls} == {"get_time"}
@@ -125,9 +121,7 @@ def test_openai_tool_choice_none_answers_in_text(client: openai.OpenAI) -> None:
         messages=ASK,
         tools=TOOLS,
         tool_choice="none",
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     message = reply.choices[0].message
     assert message.tool_calls is None and message.content
@@ -141,9 +135,7 @@ def test_openai_parallel_tool_calls_false_gives_one_call(client: openai.OpenAI) 
         tools=TOOLS,
         tool_choice="required",
         parallel_tool_calls=False,
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     calls = function_calls(reply.choices[0].message)
     assert len(calls) == 1
@@ -156,9 +148,7 @@ def test_openai_streamed_tool_calls_accumulate(client: openai.OpenAI) -> None:
         messages=ASK,
         tools=TOOLS,
         tool_choice="required",
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     ) as stream:
         deltas = [
             call
@@ -211,9 +201,7 @@ def test_openai_follow_up_with_tool_result_answers_in_text(client: openai.OpenAI
         messages=ASK,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     call = function_calls(first.choices[0].message)[0]
     follow_up: list[ChatCompletionMessageParam] = [
@@ -236,18 +224,14 @@ def test_openai_follow_up_with_tool_result_answers_in_text(client: openai.OpenAI
         messages=follow_up,
         tools=TOOLS,
         tool_choice="none",
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     assert reply.choices[0].message.content and reply.choices[0].message.tool_calls is None
     streamed = client.chat.completions.create(
         model=SMOLLM2,
         messages=follow_up,
         stream=True,
-        temperature=0,
-        seed=SEED,
-        max_tokens=MAX_TOKENS,
+        **FIXED,
     )
     text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
     assert text == reply.choices[0].message.content

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +21,6 @@ ANSWER = {
     "duration_ms": 80.0,
     "citations": [{"index": 1, "document": {"id": 3, "name": "cats.md"}}],
 }
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    found = Database(tmp_path / "blackroad.db")
-    yield found
-    found.close()
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ async def _definition(body: AgentBody, request: Request) -> AgentDefinition:
     """The body as a definition, checked against what exists and what the caller may use."""
     caller = principal(request)
     definition = AgentDefinition.of(body.model_dump())
-    toolbox(request).check(definition)
+    await run_in_threadpool(toolbox(request).check, definition)  # reads the MCP registry
     await inference(request).resolve(definition.model, caller)
     for base in definition.knowledge_bases:
         await run_in_threadpool(knowledge(request).get, caller.user, base)
