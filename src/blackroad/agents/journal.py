@@ -49,10 +49,6 @@ class Run:
     created_at: str
     updated_at: str
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
