@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
+import pytest
 
 from blackroad import __version__
 from blackroad.models.bundled import bundled_models
 from tests.conftest import SMOLLM2
-from tests.support.server import Server, blackroad
+from tests.support.server import Server, blackroad, running_server
 
 
 def test_version(tmp_path: Path) -> None:
@@ -63,6 +65,34 @@ def test_run_interactive_chat_until_bye(server: Server) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(">>> ") == 3
+
+
+@pytest.fixture(scope="module")
+def small_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("small"), num_ctx="512") as server:
+        yield server
+
+
+LONG_LINE = "Tell me a story about the sea and the ships on it. " * 16  # ~200 tokens
+
+
+def test_run_drops_the_oldest_exchanges_when_the_chat_outgrows_the_context(
+    small_context: Server,
+) -> None:
+    # Three ~200-token messages cannot all fit 512 tokens: by the third the first must go.
+    chat = f"{LONG_LINE}\n{LONG_LINE}\n{LONG_LINE}\n/bye\n"
+    result = blackroad("run", SMOLLM2, home=small_context.home, port=small_context.port,
+                       stdin=chat)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count(">>> ") == 4
+    assert "the oldest exchange was dropped to fit the model's context" in result.stdout
+
+
+def test_run_with_a_prompt_longer_than_the_context_says_so(small_context: Server) -> None:
+    result = blackroad("run", SMOLLM2, LONG_LINE * 3, home=small_context.home,
+                       port=small_context.port)  # fmt: skip
+    assert result.returncode == 1
+    assert "this model's context is 512 tokens, but the prompt has" in result.stdout
 
 
 def test_run_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ told to, and when a node holding it dies another takes its place.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import httpx
 import openai
 import pytest
 
+from blackroad.engines.ollama_peer import OllamaPeer
+from blackroad.fleet.members import PeerAccess, RemoteMember
 from blackroad.models.catalog import Catalog
 from blackroad.models.registry import open_registry, push
 from blackroad.models.store import ModelStore
@@ -127,3 +130,14 @@ def test_placements_are_set_listed_and_removed_over_the_api(
         assert http.delete(f"/api/fleet/placements/{PLACED}").status_code == 204
         assert http.get("/api/fleet/placements").json() == {"placements": []}
         assert http.delete(f"/api/fleet/placements/{PLACED}").status_code == 404
+
+
+def test_a_probe_answer_older_than_a_placement_does_not_unroute_it() -> None:
+    member = RemoteMember(PeerAccess("n0", "blackroad", "http://n0", None, ()), OllamaPeer, 1)
+    asked_at = time.monotonic()  # a probe goes out; the pull completes while it is in flight
+    member.placed(PLACED)
+    member.listed([SMOLLM2], asked_at)
+    assert member.models == {SMOLLM2, PLACED}
+    # A later answer is the node's word: a model it no longer lists is dropped.
+    member.listed([SMOLLM2], time.monotonic())
+    assert member.models == {SMOLLM2}

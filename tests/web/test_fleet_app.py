@@ -1,7 +1,7 @@
 """The Fleet app: a real peer process added, seen up, drained, killed with SIGKILL, seen down,
 removed.
 
-Screenshots of the app, light and dark, go to docs/screenshots/.
+Screenshots of the app, light and dark, are taken (see test_desktop.SCREENSHOTS).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Knowledge app: a base made, a document uploaded with progress, listed, searched, deleted.
 
-Screenshots of the app, light and dark, go to docs/screenshots/.
+Screenshots of the app, light and dark, are taken (see test_desktop.SCREENSHOTS).
 """
 
 from __future__ import annotations

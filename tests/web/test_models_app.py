@@ -3,7 +3,7 @@ unload, delete, placement; a user sees the catalog only.
 
 The desk's server here is this module's own, with a directory registry holding
 ``team/helper:v1`` (pushed there by a publisher server, as the Ollama pull tests do).
-Screenshots of the app, light and dark, go to docs/screenshots/.
+Screenshots of the app, light and dark, are taken (see test_desktop.SCREENSHOTS).
 """
 
 from __future__ import annotations

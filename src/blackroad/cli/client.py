@@ -39,13 +39,18 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def error_message(response: httpx.Response) -> str:
-    """The server's error message in either API's format, or the status."""
+def error_body(response: httpx.Response) -> Any:
+    """The ``error`` of the server's answer: an object in OpenAI's format, text in Ollama's."""
     response.read()
     try:
-        error = response.json().get("error")
+        return response.json().get("error")
     except (ValueError, AttributeError):
-        error = None
+        return None
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's error message in either API's format, or the status."""
+    error = error_body(response)
     message = error.get("message") if isinstance(error, dict) else error
     return str(message or f"HTTP {response.status_code}")
 

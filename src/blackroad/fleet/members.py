@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -139,8 +140,24 @@ class RemoteMember(Member):
         self.access = access
         self.limit = limit
         self.models = frozenset(access.models)
+        self._placed: dict[str, float] = {}  # model -> when placement put it here
         self._engine_type = engine_type
         self._engines: dict[str, RemoteEngine] = {}
+
+    def listed(self, models: Iterable[str], asked_at: float) -> None:
+        """The peer listed ``models`` in answer to a probe sent at ``asked_at`` (monotonic).
+
+        A model placed here after the probe was sent stays: the answer may
+        predate it, and dropping it would take a fresh replica out of the
+        rotation until the next round.
+        """
+        self._placed = {model: at for model, at in self._placed.items() if at > asked_at}
+        self.models = frozenset(models) | self._placed.keys()
+
+    def placed(self, model: str) -> None:
+        """Placement put ``model`` on the peer: route it now, before the next probe."""
+        self._placed[model] = time.monotonic()
+        self.models = self.models | {model}
 
     @property
     def draining(self) -> bool:

@@ -190,7 +190,7 @@ class Placer:
         log.info("placing %s on node %s", model, target.name)
         try:
             await engine.place()
-            member.models = member.models | {model}
+            member.placed(model)
             log.info("placed %s on node %s", model, target.name)
         except BlackRoadError as exc:
             self._failed[(model, target.name)] = time.monotonic()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from blackroad.errors import NodeUnavailable
 from blackroad.fleet.members import PeerAccess, RemoteMember
@@ -76,6 +77,7 @@ async def probe(nodes: Nodes, router: Router, limit: int, within: float) -> None
     ]
     if not peers:
         return
+    asked_at = time.monotonic()
     results = await asyncio.gather(*(discover(peer, within) for peer in peers))
     outcomes: dict[str, list[str] | NodeUnavailable] = {}
     for peer, result in zip(peers, results, strict=True):
@@ -90,7 +92,7 @@ async def probe(nodes: Nodes, router: Router, limit: int, within: float) -> None
             if target.breaker.state == "open":
                 router.lost(peer.name)
         else:
-            target.member.models = frozenset(result)
+            target.member.listed(result, asked_at)
             if target.breaker.state != "closed":
                 log.info("node %s is back", peer.name)
             target.breaker.success()
