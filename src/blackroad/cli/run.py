@@ -36,9 +36,7 @@ def _stream_reply(client: httpx.Client, model: str, messages: list[dict[str, str
     return "".join(parts)
 
 
-def _reply_within_context(
-    client: httpx.Client, model: str, messages: list[dict[str, str]]
-) -> str:
+def _reply_within_context(client: httpx.Client, model: str, messages: list[dict[str, str]]) -> str:
     """The reply to ``messages``, dropping their oldest exchanges while they do not fit.
 
     As ``ollama run`` does: a long chat goes on with what fits of its history
