@@ -21,6 +21,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
+@pytest.fixture(scope="session")
+def small_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose models have 512 tokens of context: chats soon outgrow it."""
+    with running_server(tmp_path_factory.mktemp("small"), num_ctx="512") as s:
+        yield s
+
+
 @pytest.fixture
 def client(server: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
-import pytest
 
 from blackroad import __version__
 from blackroad.models.bundled import bundled_models
 from tests.conftest import SMOLLM2
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import Server, blackroad
 
 
 def test_version(tmp_path: Path) -> None:
@@ -65,12 +63,6 @@ def test_run_interactive_chat_until_bye(server: Server) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(">>> ") == 3
-
-
-@pytest.fixture(scope="module")
-def small_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("small"), num_ctx="512") as server:
-        yield server
 
 
 LONG_LINE = "Tell me a story about the sea and the ships on it. " * 16  # ~200 tokens

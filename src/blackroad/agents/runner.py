@@ -17,6 +17,11 @@ nobody can know whether it took effect.
 What tools return is data: it reaches the model only as a role "tool"
 message. The tools offered and the approval policy come from the run's
 snapshot of its definition, so nothing a tool returns can change them.
+
+Each model call is its owner's request, as if they had made it themselves
+(``Directory.acting_user``): refused if they may no longer use the model or
+were disabled, admitted against their limits. A rate or concurrency limit
+makes the run wait its turn; a used-up token budget ends it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +40,9 @@ from blackroad.agents.definitions import Agent
 from blackroad.agents.journal import Journal, Run, RunStatus, Step, StepStatus, audit_entry
 from blackroad.agents.toolbox import Toolbox
 from blackroad.engines.base import Message, collect
-from blackroad.errors import BlackRoadError, Conflict, Forbidden
-from blackroad.identity.types import LOCAL_ADMIN, Principal
+from blackroad.errors import BlackRoadError, Conflict, Forbidden, RateLimited
+from blackroad.identity.quotas import Admission, Quotas
+from blackroad.identity.types import Principal
 from blackroad.service import tools as tool_calling
 from blackroad.service.inference import Inference
 from blackroad.store.schema import RequestRecord
@@ -105,10 +111,14 @@ class Runner:
         journal: Journal,
         inference: Inference,
         toolbox: Toolbox,
+        owners: Callable[[str], Principal],
+        quotas: Quotas,
     ) -> None:
         self.journal = journal
         self.inference = inference
         self.toolbox = toolbox
+        self.owners = owners  # a run's owner by name, acting as themselves
+        self.quotas = quotas
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.again: set[int] = set()
         self.listeners: dict[int, set[asyncio.Queue[Event]]] = {}
@@ -264,8 +274,8 @@ class Runner:
             tool_calling.tool(t.name, t.description, t.parameters, "tools") for t in tools.values()
         ]
         plan = tool_calling.plan(specs, definition.choice_at(index))
-        # The caller was checked when the run started; a restart has no caller to ask.
-        model = await self.inference.resolve(definition.model, LOCAL_ADMIN)
+        owner = await asyncio.to_thread(self.owners, run.owner)
+        model = await self.inference.resolve(definition.model, owner)
         sampling = {"max_tokens": definition.max_tokens, "temperature": definition.temperature,
                     "repeat_penalty": definition.repeat_penalty,
                     "json_schema": plan.schema()}  # fmt: skip
@@ -274,9 +284,16 @@ class Runner:
         )
         messages = self.inference.conversation(model, plan.offered(history(run, steps)))
         nodes: list[str] = []
+        admission = await self._admitted(run, owner)
         started_at, began = datetime.now(UTC), time.perf_counter()
-        stream = self.inference.generate(model, params, messages=messages, on_node=nodes.append)
-        text, finish = await collect(stream)
+        tokens = 0
+        try:
+            stream = self.inference.generate(model, params, messages=messages, on_node=nodes.append)
+            text, finish = await collect(stream)
+            tokens = finish.prompt_tokens + finish.completion_tokens
+        finally:
+            if admission is not None:
+                admission.finish(tokens)
         took = (time.perf_counter() - began) * 1000
         answer = plan.read(text, validate=False)  # _execute says what is wrong
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in answer.calls]
@@ -310,6 +327,21 @@ class Runner:
         else:
             await self._finish(run, "succeeded", answer=answer.content or "")
         return False
+
+    async def _admitted(self, run: Run, owner: Principal) -> Admission | None:
+        """One model call admitted against the owner's limits, once they allow it.
+
+        A rate or concurrency limit is waited out (the run is patient, and a
+        cancel ends the wait); a used-up token budget raises and fails the run.
+        """
+        while True:
+            try:
+                return self.quotas.admit(owner)
+            except RateLimited as exc:
+                if exc.kind == "insufficient_quota":
+                    raise
+                log.info("agent run %s waits %ss: %s", run.id, exc.retry_after, exc.message)
+                await asyncio.sleep(exc.retry_after)
 
     async def _settle(self, run: Run, tools: dict[str, Tool], pending: PendingCall) -> bool:
         call, step = pending.call, pending.step

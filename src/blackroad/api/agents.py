@@ -28,6 +28,7 @@ from blackroad.agents.definitions import MAX_STEPS_LIMIT, AgentDefinition, Memor
 from blackroad.agents.journal import Run
 from blackroad.agents.runner import may_act_on
 from blackroad.api.auth import principal, require_scope
+from blackroad.api.recording import request_log
 from blackroad.api.state import agents, inference, journal, knowledge, runner, toolbox
 from blackroad.errors import NotFound
 
@@ -85,7 +86,19 @@ def _visible_run(request: Request, run_id: int) -> Run:
     return run
 
 
-def _sse(events: AsyncIterator[dict[str, Any]], status: int = 200) -> StreamingResponse:
+def _sse(
+    request: Request, events: AsyncIterator[dict[str, Any]], status: int = 200
+) -> StreamingResponse:
+    """A run's events as Server-Sent Events.
+
+    Watching a run puts no load on a model: the stream hands its place under
+    the caller's concurrency limit back at once, since the run's own model
+    calls (admitted as the owner's requests) may need it.
+    """
+    admission = request_log(request).admission
+    if admission is not None:
+        admission.finish(0)
+
     async def lines() -> AsyncIterator[str]:
         async for event in events:
             payload = event[event["type"]]
@@ -154,7 +167,7 @@ async def get_run(run_id: Id, request: Request) -> dict[str, Any]:
 @router.get("/runs/{run_id}/events")
 async def run_events(run_id: Id, request: Request) -> StreamingResponse:
     await run_in_threadpool(_visible_run, request, run_id)
-    return _sse(runner(request).events(run_id))
+    return _sse(request, runner(request).events(run_id))
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -219,5 +232,5 @@ async def start_run(
     agent = await run_in_threadpool(agents(request).get, caller.user, agent_id)
     run = await runner(request).start(caller, agent, body.input)
     if body.stream:
-        return _sse(runner(request).events(run.id), status=201)
+        return _sse(request, runner(request).events(run.id), status=201)
     return run.to_json()

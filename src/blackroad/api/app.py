@@ -105,7 +105,8 @@ def create_app(settings: Settings) -> FastAPI:
     mcp_servers = McpServers(database)
     toolbox = Toolbox(settings.agent_hosts, bases, memories, settings.agents_dir, mcp=mcp_servers)
     journal = Journal(database, audit)
-    runner = Runner(journal, service, toolbox)
+    directory, quotas = Directory(database), Quotas(database.tokens_since)
+    runner = Runner(journal, service, toolbox, directory.acting_user, quotas)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -140,7 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.database = database
     app.state.inference = service
     app.state.metrics = metrics
-    app.state.directory = Directory(database)
+    app.state.directory = directory
     app.state.nodes = fleet
     app.state.router = router
     app.state.audit = audit
@@ -154,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.mcp_servers = mcp_servers
     app.state.chat_context = ChatContext(bases, conversations, memories)
     app.state.placer = placer
-    app.state.quotas = Quotas(database.tokens_since)
+    app.state.quotas = quotas
     app.state.lockout = Lockout(
         settings.lockout_slow_after,
         settings.lockout_attempts,

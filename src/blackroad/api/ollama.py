@@ -325,6 +325,7 @@ async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]
         messages=service.conversation(model, context.messages),
         # Ollama continues a conversation that ends with the assistant's message.
         continue_final=body.messages[-1].role == "assistant",
+        truncate=body.truncate,
         on_node=request_log(request).served_by,
         **_placement(body, request),
     )

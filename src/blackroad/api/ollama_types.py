@@ -172,6 +172,8 @@ def _call(call: dict[str, Any], param: str) -> dict[str, Any]:
 class ChatRequest(_Inference):
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
+    # Ollama's: a chat too long for the context loses its oldest messages, unless false.
+    truncate: bool = True
     # BlackRoad's extension: a stored conversation, memories, knowledge bases.
     blackroad: BlackRoadChat | None = None
 

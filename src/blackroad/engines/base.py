@@ -131,13 +131,16 @@ class Engine(abc.ABC):
         params: SamplingParams,
         template: str | None = None,
         continue_final: bool = False,
+        truncate: bool = False,
     ) -> AsyncIterator[Chunk]:
         """Stream the assistant's reply to ``messages``; the last chunk has ``finish``.
 
         ``template`` replaces the model's chat template for this request. With
         ``continue_final`` the last message is the assistant's, and the reply
         continues its text instead of starting a new turn (how the fleet
-        resumes a stream whose node died).
+        resumes a stream whose node died). With ``truncate``, a chat too long
+        for the context loses its oldest messages (``engines/history.py``)
+        instead of being refused.
         """
 
     @abc.abstractmethod

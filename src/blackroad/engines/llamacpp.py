@@ -37,6 +37,7 @@ from blackroad.engines.base import (
     SamplingParams,
 )
 from blackroad.engines.batching import BatchDecoder, Generation
+from blackroad.engines.history import fitted
 from blackroad.engines.queue import FairQueue
 from blackroad.errors import ContextLengthExceeded, InvalidRequest
 from blackroad.models.templates import ChatTemplate
@@ -433,15 +434,26 @@ class LlamaCppEngine(Engine):
         params: SamplingParams,
         template: str | None = None,
         continue_final: bool = False,
+        truncate: bool = False,
     ) -> AsyncIterator[Chunk]:
         chat = self.template
         if template is not None:
             chat = ChatTemplate.for_model(self.entry.metadata, template)
-        text = chat.render(messages, continue_final=continue_final)
+        text = chat.render(messages, continue_final=continue_final)  # its errors come at once
+
+        def prompt(model: Any) -> list[int]:
+            def tokens(kept: Sequence[Message]) -> list[int]:
+                return tokenize_prompt(model, chat.render(kept, continue_final=continue_final))
+
+            whole = tokenize_prompt(model, text)
+            if not truncate or len(whole) < self.n_ctx:
+                return whole
+            # The reply's room: a quarter of the context, or max_tokens if less.
+            reserve = min(params.max_tokens or self.n_ctx, self.n_ctx // 4)
+            return fitted(messages, tokens, self.n_ctx, reserve)
+
         stop = (*params.stop, *chat.stop)
-        return self._start(
-            lambda model: tokenize_prompt(model, text), "messages", replace(params, stop=stop)
-        )
+        return self._start(prompt, "messages", replace(params, stop=stop))
 
     def stream_infill(
         self, prefix: str, suffix: str, params: SamplingParams

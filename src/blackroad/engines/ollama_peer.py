@@ -84,10 +84,12 @@ class OllamaPeer(RemoteEngine):
         params: SamplingParams,
         template: str | None = None,
         continue_final: bool = False,
+        truncate: bool = False,
     ) -> AsyncIterator[Chunk]:
         # Ollama continues a conversation that ends with the assistant's message.
         self._own_template(template)
-        body = {**self._body(params), "messages": list(messages)}
+        # Said either way: Ollama (and a BlackRoad node) truncates unless told not to.
+        body = {**self._body(params), "messages": list(messages), "truncate": truncate}
         return self._lines("/api/chat", body, _parser(self.base_url, _message))
 
     def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:

@@ -103,7 +103,9 @@ class OpenAIPeer(RemoteEngine):
         params: SamplingParams,
         template: str | None = None,
         continue_final: bool = False,
+        truncate: bool = False,
     ) -> AsyncIterator[Chunk]:
+        # The OpenAI protocol cannot ask for truncation: a chat too long is refused there.
         self._own_template(template)
         body = {"messages": list(messages), **openai_sampling(params)}
         if continue_final:

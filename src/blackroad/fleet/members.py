@@ -44,6 +44,7 @@ class Job:
     suffix: str | None = None  # with ``prompt``: fill in the middle
     template: str | None = None
     continue_final: bool = False
+    truncate: bool = False  # a chat too long loses its oldest messages (Ollama's /api/chat)
     keep_alive: float | None = None
     n_ctx: int | None = None
     n_threads: int | None = None

@@ -256,7 +256,9 @@ class Router:
     @staticmethod
     def _generate(engine: Engine, job: Job) -> AsyncIterator[Chunk]:
         if job.messages is not None:
-            return engine.stream_chat(job.messages, job.params, job.template, job.continue_final)
+            return engine.stream_chat(
+                job.messages, job.params, job.template, job.continue_final, job.truncate
+            )
         if job.suffix is not None:
             return engine.stream_infill(job.prompt or "", job.suffix, job.params)
         return engine.stream_completion(job.prompt or "", job.params)

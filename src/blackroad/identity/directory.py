@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 from blackroad.errors import InvalidRequest, NotFound, Unauthorized
 from blackroad.identity.keys import hash_secret, same_secret
 from blackroad.identity.passwords import hash_password, verify_password
-from blackroad.identity.types import SCOPES, Limits, Principal, Role, Scope
+from blackroad.identity.types import LOCAL_ADMIN, NO_LIMITS, SCOPES, Limits, Principal, Role, Scope
 from blackroad.models import names
+from blackroad.store import sqlite
 from blackroad.store.database import Database
 from blackroad.store.schema import ApiKey, Group, GroupMember, LimitColumns, User
 
@@ -71,6 +72,31 @@ def _unknown_user_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
+def _role_scopes(role: str) -> tuple[Scope, ...]:
+    """What a session of a user in ``role`` may do: everything for an admin."""
+    return SCOPES if role == "admin" else ("inference",)
+
+
+def _principal(row: sqlite.Row, scopes: frozenset[Scope], key: bool) -> Principal:
+    """The principal of a user's row (``Database.user_row``), or with ``key`` of a key's row
+    (``Database.key_row``: the user's columns and the key's prefix, models and limits)."""
+    allowlists = []
+    if key and (models := json.loads(row["models"])) is not None:
+        allowlists.append(frozenset(models))
+    group_models = json.loads(row["group_models"])
+    if row["role"] != "admin" and group_models and None not in group_models:
+        allowlists.append(frozenset(m for group in group_models for m in group))
+    return Principal(
+        user=row["user"],
+        role="admin" if row["role"] == "admin" else "user",
+        scopes=scopes,
+        key_prefix=row["prefix"] if key else None,
+        allowlists=tuple(allowlists),
+        user_limits=Limits(**{name: row[f"user_{name}"] for name in Limits.names()}),
+        key_limits=Limits(**{name: row[name] for name in Limits.names()}) if key else NO_LIMITS,
+    )
+
+
 def _stored_time(text: str) -> datetime:
     """A time as SQLAlchemy stores it in SQLite: ISO format, UTC, without the zone."""
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
@@ -101,6 +127,8 @@ class Directory:
             raise InvalidRequest(f"role must be admin or user, not {role!r}", param="role")
         if not name.strip():
             raise InvalidRequest("a user needs a name", param="name")
+        if name.strip() == LOCAL_ADMIN.user:  # it would own what the local admin owns
+            raise InvalidRequest(f"{LOCAL_ADMIN.user!r} is the local admin's name", param="name")
         user = User(
             name=name.strip(),
             role=role,
@@ -335,8 +363,9 @@ class Directory:
         stored = user.password_hash if user is not None and not user.disabled else None
         if not verify_password(password, stored or _unknown_user_hash()) or user is None:
             raise Unauthorized("Incorrect user name or password.")
-        scopes: tuple[Scope, ...] = SCOPES if user.role == "admin" else ("inference",)
-        return self.create_key(name, "session", scopes, expires_at=datetime.now(UTC) + lifetime)
+        return self.create_key(
+            name, "session", _role_scopes(user.role), expires_at=datetime.now(UTC) + lifetime
+        )
 
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented key stands for; Unauthorized if it stands for none."""
@@ -351,18 +380,19 @@ class Directory:
         expires_at = row["expires_at"]
         if expires_at is not None and _stored_time(expires_at) <= datetime.now(UTC):
             raise Unauthorized("This API key has expired.")
-        models, group_models = json.loads(row["models"]), json.loads(row["group_models"])
-        allowlists = []
-        if models is not None:
-            allowlists.append(frozenset(models))
-        if row["role"] != "admin" and group_models and None not in group_models:
-            allowlists.append(frozenset(m for group in group_models for m in group))
-        return Principal(
-            user=row["user"],
-            role="admin" if row["role"] == "admin" else "user",
-            scopes=frozenset(s for s in SCOPES if s in json.loads(row["scopes"])),
-            key_prefix=row["prefix"],
-            allowlists=tuple(allowlists),
-            user_limits=Limits(**{name: row[f"user_{name}"] for name in Limits.names()}),
-            key_limits=Limits(**{name: row[name] for name in Limits.names()}),
-        )
+        scopes = frozenset(s for s in SCOPES if s in json.loads(row["scopes"]))
+        return _principal(row, scopes, key=True)
+
+    def acting_user(self, name: str) -> Principal:
+        """User ``name`` acting without a key, as their agent runs do.
+
+        Their role's scopes, their groups' models and their own limits: what
+        any key of theirs is allowed at most. Unauthorized once they are
+        disabled or removed. The local admin (the shared key's) is itself.
+        """
+        if name == LOCAL_ADMIN.user:
+            return LOCAL_ADMIN
+        row = self.database.user_row(name)
+        if row is None or row["disabled"]:
+            raise Unauthorized(f"the user '{name}' is disabled or was removed")
+        return _principal(row, frozenset(_role_scopes(row["role"])), key=False)

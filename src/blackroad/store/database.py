@@ -47,18 +47,23 @@ def _migrate(engine: Engine) -> None:
 
 
 # The limit columns (schema.LimitColumns) come once for the key, then for its user.
-_KEY_ROW = """
-SELECT k.prefix, k.secret_hash, k.scopes, k.models, k.expires_at, k.revoked_at,
-       k.rpm, k.tpm, k.max_concurrent, k.daily_tokens, k.monthly_tokens,
+# A user with their limits and the model lists of their groups. The queries
+# below are put together from these constants only (hence the noqa).
+_USER_COLUMNS = """
        u.name AS user, u.role, u.disabled,
        u.rpm AS user_rpm, u.tpm AS user_tpm, u.max_concurrent AS user_max_concurrent,
        u.daily_tokens AS user_daily_tokens, u.monthly_tokens AS user_monthly_tokens,
        (SELECT json_group_array(json(coalesce(g.models, 'null')))
           FROM group_members m JOIN groups g ON g.id = m.group_id
          WHERE m.user_id = u.id) AS group_models
+"""
+_KEY_ROW = f"""
+SELECT k.prefix, k.secret_hash, k.scopes, k.models, k.expires_at, k.revoked_at,
+       k.rpm, k.tpm, k.max_concurrent, k.daily_tokens, k.monthly_tokens, {_USER_COLUMNS}
   FROM api_keys k JOIN users u ON u.id = k.user_id
  WHERE k.prefix = ?
-"""
+"""  # noqa: S608
+_USER_ROW = f"SELECT {_USER_COLUMNS} FROM users u WHERE u.name = ?"  # noqa: S608
 
 
 def _raw(session: Session) -> sqlite.Connection:
@@ -116,6 +121,10 @@ class Database:
         (bench/auth_overhead.py), this way ~0.01 ms.
         """
         return self.reader().execute(_KEY_ROW, (prefix,)).fetchone()  # type: ignore[no-any-return]
+
+    def user_row(self, name: str) -> sqlite.Row | None:
+        """A user with the columns of ``key_row`` that are the user's."""
+        return self.reader().execute(_USER_ROW, (name,)).fetchone()  # type: ignore[no-any-return]
 
     # -- request log -------------------------------------------------------
 
