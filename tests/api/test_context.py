@@ -1,4 +1,5 @@
-"""A chat longer than the context: Ollama's /api/chat keeps its newest messages, /v1 refuses.
+"""A chat longer than the context: Ollama's /api/chat and stored conversations keep its newest
+messages; a chat the client sent to /v1 is refused.
 
 On a server whose models have 512 tokens of context, with the official clients.
 """
@@ -76,3 +77,17 @@ def test_the_openai_api_refuses_a_chat_too_long(small_context: Server) -> None:
         client.chat.completions.create(model=SMOLLM2, messages=[SYSTEM, *HISTORY, LAST],  # type: ignore[list-item]
                                        max_tokens=1)  # fmt: skip
     assert refused.value.code == "context_length_exceeded"
+
+
+def test_a_stored_conversation_goes_on_past_the_context(small_context: Server) -> None:
+    client = openai.OpenAI(base_url=small_context.v1, api_key="unused", max_retries=0)
+    conversation: int | str = "new"
+    for topic in TOPICS[:4]:  # ~4 x (130 + 32) tokens of history by the last turn
+        reply = client.chat.completions.create(
+            model=SMOLLM2, messages=[{"role": "user", "content": f"Tell me about {topic}. " * 24}],
+            max_tokens=32, extra_body={"blackroad": {"conversation": conversation}},
+        )  # fmt: skip
+        conversation = (reply.model_extra or {})["blackroad"]["conversation"]
+        assert reply.usage is not None and reply.usage.prompt_tokens + 32 <= 512
+    stored = httpx.get(f"{small_context.url}/api/conversations/{conversation}", timeout=30).json()
+    assert len(stored["messages"]) == 8  # the server keeps all of it; the model saw what fit

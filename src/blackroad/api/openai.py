@@ -103,6 +103,8 @@ async def chat_completions(
             params,
             messages=service.conversation(model, context.messages),
             continue_final=body.continue_final(),
+            # A stored conversation's history is the server's to fit into the window.
+            truncate=context.conversation is not None,
             on_node=record.served_by,
         ),
     )
