@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
+import ollama
 import openai
 
 from tests.conftest import SMOLLM2
@@ -85,3 +87,48 @@ def test_another_users_or_a_missing_conversation_is_404(server: Server) -> None:
             timeout=60,
         )
         assert answer.status_code == 404, (protocol, answer.text)
+
+
+def test_regenerate_replaces_the_last_question_and_its_answer(server: Server) -> None:
+    client = ollama.Client(host=server.url)
+
+    def ask(question: str, conversation: int | str, regenerate: bool = False) -> Any:
+        extension = {"conversation": conversation, "regenerate": regenerate}
+        body = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 8, "seed": 7},
+                "messages": [{"role": "user", "content": question}], "blackroad": extension}
+        answer = httpx.post(server.url + "/api/chat", json=body, timeout=120)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    first = ask("Name a colour.", "new")
+    conversation = first["blackroad"]["conversation"]
+    second = ask("Name a fruit.", conversation)
+    again = ask("Name a fruit.", conversation, regenerate=True)
+    # The model read what came before the question, not the answer it replaces.
+    assert again["prompt_eval_count"] == second["prompt_eval_count"]
+    edited = ask("Name a tree.", conversation, regenerate=True)  # an edited last question
+    stored = httpx.get(f"{server.url}/api/conversations/{conversation}", timeout=30).json()
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [
+        ("user", "Name a colour."),
+        ("assistant", first["message"]["content"]),
+        ("user", "Name a tree."),
+        ("assistant", edited["message"]["content"]),
+    ]
+    assert client.list()  # the server serves on
+
+
+def test_regenerate_needs_a_stored_conversation_with_a_question(server: Server) -> None:
+    body: dict[str, Any] = {"model": SMOLLM2, "stream": False,
+                            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    for conversation in ("new", None):
+        extension = {"conversation": conversation, "regenerate": True}
+        refused = httpx.post(server.url + "/v1/chat/completions",
+                             json={**body, "blackroad": extension}, timeout=60)  # fmt: skip
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "blackroad.regenerate"
+    empty = httpx.post(server.url + "/api/conversations", json={}, timeout=30).json()["id"]
+    extension = {"conversation": empty, "regenerate": True}
+    refused = httpx.post(server.url + "/api/chat", json={**body, "blackroad": extension},
+                         timeout=60)  # fmt: skip
+    assert refused.status_code == 400
+    assert "has no question to answer again" in refused.json()["error"]

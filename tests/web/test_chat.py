@@ -72,10 +72,16 @@ def test_a_conversation_is_listed_searched_and_survives_a_reload(desk: Desk) -> 
     expect(page.get_by_role("dialog", name=f"Chat — {kept['title']}")).to_be_visible()
     expect(page.locator(".message.user")).to_have_text("You" + kept["messages"][0]["content"])
     expect(page.locator(".message.assistant .message-content")).to_have_text(shown)
-    # Regenerate asks the last question again, in the same conversation.
+    # Regenerate asks the last question again: the new answer replaces the old one,
+    # on the page and in the conversation the server keeps.
     page.get_by_role("button", name="Regenerate").click()
-    finished_answers(page, 2)
-    assert [m["role"] for m in conversation(page)["messages"]] == ["user", "assistant"] * 2
+    finished_answers(page, 1)
+    expect(page.locator(".message.user")).to_have_count(1)
+    again = conversation(page)["messages"]
+    assert [m["role"] for m in again] == ["user", "assistant"]
+    assert again[1]["created_at"] > kept["messages"][1]["created_at"]
+    shown = page.locator(".message.assistant .message-content").inner_text()
+    assert shown.strip() == again[1]["content"].strip()
     # The server searches: the word is found, a word never said is not.
     search = page.get_by_role("searchbox", name="Search conversations")
     search.fill("quokka")

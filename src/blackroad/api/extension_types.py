@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blackroad.errors import InvalidRequest
 from blackroad.memory.index import SearchFilters
 from blackroad.service.context import ContextRequest, KnowledgeMode
 
@@ -42,6 +43,9 @@ class BlackRoadChat(_Extension):
 
     # A conversation's id, or "new" to start one (its id comes back in the response).
     conversation: int | Literal["new"] | None = None
+    # The request's turn and its answer replace the conversation's last question and
+    # what followed it (regenerate; or edit that question): needs a conversation's id.
+    regenerate: bool = False
     memory: bool = False
     memory_k: Annotated[int, Field(ge=1, le=50)] = 5
     knowledge_bases: Annotated[list[Ref], Field(max_length=16)] = Field(default_factory=list)
@@ -51,6 +55,10 @@ class BlackRoadChat(_Extension):
     rerank: Annotated[str | None, Field(min_length=1, max_length=256)] = None
 
     def context_request(self) -> ContextRequest:
+        if self.regenerate and not isinstance(self.conversation, int):
+            raise InvalidRequest(
+                "regenerate needs the id of a stored conversation", param="blackroad.regenerate"
+            )
         return ContextRequest(
             knowledge_bases=tuple(self.knowledge_bases),
             knowledge_mode=self.knowledge_mode,
@@ -58,6 +66,7 @@ class BlackRoadChat(_Extension):
             filters=None if self.filters is None else self.filters.search_filters(),
             rerank=self.rerank,
             conversation=self.conversation,
+            regenerate=self.regenerate,
             memory=self.memory,
             memory_k=self.memory_k,
         )

@@ -4,7 +4,10 @@ A conversation belongs to the user who made it (its ``owner``, a user's
 name). Every query names the owner, so another user's conversation is
 answered exactly as one that does not exist (404): ids cannot be probed.
 Messages are appended, never edited; an assistant message keeps the model
-that wrote it, its token counts and timings, and the passages it cited.
+that wrote it, its token counts and timings, and the passages it cited. The
+one exception is a regenerated (or edited) last question: its new answer,
+once complete, replaces the conversation's last user message and all after
+it, in the same transaction.
 
 Search runs over titles and message text. Message text is in the FTS5 index
 ``messages_fts`` (kept in step by triggers); a user's words are quoted one by
@@ -274,6 +277,7 @@ class Conversations:
         conversation_id: int,
         turns: Sequence[Mapping[str, Any]],
         answer: Mapping[str, Any] | None = None,
+        replacing: int | None = None,
     ) -> builtins.list[Message]:
         """Add the chat's new ``turns``, then its ``answer``, to the end of a conversation.
 
@@ -281,7 +285,8 @@ class Conversations:
         assistant message with ``model``, ``prompt_tokens``, ``completion_tokens``,
         ``ttft_ms``, ``duration_ms`` and ``citations`` (each optional). The
         conversation takes the answer's model, and an untitled one the first
-        user turn's text as its title.
+        user turn's text as its title. With ``replacing`` (a message id, from
+        ``last_question``) that message and every later one go first.
         """
         messages = [NewMessage.of(m) for m in (*turns, *([answer] if answer else []))]
         now = utc_now()
@@ -293,6 +298,11 @@ class Conversations:
             ).fetchone()
             if row is None:
                 raise NotFound(f"conversation {conversation_id} not found")
+            if replacing is not None:
+                connection.execute(
+                    "DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                    (conversation_id, replacing),
+                )
             return _insert(connection, conversation_id, row[0], messages, now)
 
         ids = self.database.write(add)
@@ -306,10 +316,24 @@ class Conversations:
 
     def history(self, owner: str, conversation_id: int) -> builtins.list[dict[str, str]]:
         """The conversation as chat messages, oldest first: what a new turn is sent after."""
-        return [
-            {"role": m.role, "content": m.content}
-            for m in self.get(owner, conversation_id).messages or ()
-        ]
+        return _turns(self.get(owner, conversation_id).messages or ())
+
+    def last_question(
+        self, owner: str, conversation_id: int
+    ) -> tuple[builtins.list[dict[str, str]], int]:
+        """The history before the last user message, and that message's id.
+
+        What a regenerated answer is sent after, and where the messages it
+        replaces begin (``append``'s ``replacing``).
+        """
+        messages = self.get(owner, conversation_id).messages or ()
+        for position in range(len(messages) - 1, -1, -1):
+            if messages[position].role == "user":
+                return _turns(messages[:position]), messages[position].id
+        raise InvalidRequest(
+            f"conversation {conversation_id} has no question to answer again",
+            param="blackroad.regenerate",
+        )
 
     def export(self, owner: str, conversation_id: int, format: ExportFormat) -> str:
         """The whole conversation as JSON or as Markdown."""
@@ -337,6 +361,10 @@ class Conversations:
                 raise NotFound(f"conversation {conversation_id} not found")
 
         self.database.write(work)
+
+
+def _turns(messages: Sequence[Message]) -> builtins.list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
 
 
 def _insert(

@@ -5,7 +5,10 @@ API) for three things, each independent of the others:
 
 - ``conversation``: the chat continues a thread stored on the server; its
   earlier messages go before the request's, and the new turn and the answer
-  are appended to it once the answer is complete;
+  are appended to it once the answer is complete. With ``regenerate`` the
+  request's turn stands in for the thread's last question: the model reads
+  the thread before it, and the complete answer replaces that question and
+  what followed (regenerate, or edit the last question and ask again);
 - ``memory``: the user's long-term memories most similar to their last
   message are put into context;
 - ``knowledge_bases``: passages retrieved from those bases (or, in
@@ -56,6 +59,7 @@ class ContextRequest:
     filters: SearchFilters | None = None
     rerank: str | None = None  # an embedding model re-scoring the candidates
     conversation: int | Literal["new"] | None = None
+    regenerate: bool = False  # the request's turn replaces the conversation's last question
     memory: bool = False
     memory_k: int = 5
 
@@ -72,6 +76,7 @@ class Context:
     messages: list[Message]
     new_turns: list[Message]  # the request's own messages, as the conversation keeps them
     conversation: int | None = None
+    replaces: int | None = None  # the first stored message the answer replaces (regenerate)
     knowledge_mode: KnowledgeMode | None = None
     citations: list[dict[str, Any]] = field(default_factory=list)
     memories: list[dict[str, Any]] = field(default_factory=list)
@@ -145,8 +150,8 @@ class ChatContext:
         """
         context = Context(model, list(messages), list(messages))
         if ask.conversation is not None:
-            context.conversation, earlier = await asyncio.to_thread(
-                self._thread, user, ask.conversation, model, messages
+            context.conversation, earlier, context.replaces = await asyncio.to_thread(
+                self._thread, user, ask, model, messages
             )
             context.messages = [*earlier, *messages]
         question_at = _last_user(context.messages)
@@ -183,13 +188,17 @@ class ChatContext:
         return context
 
     def _thread(
-        self, user: str, ref: int | Literal["new"], model: str, messages: Sequence[Message]
-    ) -> tuple[int, Sequence[Message]]:
-        if ref == "new":
+        self, user: str, ask: ContextRequest, model: str, messages: Sequence[Message]
+    ) -> tuple[int, Sequence[Message], int | None]:
+        """The conversation's id, the history the request goes after, what it replaces."""
+        ref = ask.conversation
+        if ref == "new" or ref is None:
             first = next((m for m in messages if m.get("role") == "user"), None)
             title = str(first.get("content") or "") if first else ""
-            return self.conversations.create(user, title, model).id, []
-        return ref, self.conversations.history(user, ref)
+            return self.conversations.create(user, title, model).id, [], None
+        if ask.regenerate:
+            return ref, *self.conversations.last_question(user, ref)
+        return ref, self.conversations.history(user, ref), None
 
     async def _knowledge(
         self, user: str, question: str, ask: ContextRequest, budget: int
@@ -259,6 +268,7 @@ class ChatContext:
                     "citations": context.citations or None,
                 }
                 await asyncio.to_thread(
-                    self.conversations.append, user, context.conversation, context.new_turns, answer
-                )
+                    self.conversations.append, user, context.conversation, context.new_turns,
+                    answer, context.replaces,
+                )  # fmt: skip
             yield piece

@@ -286,8 +286,10 @@ class Chat {
 
   // ---- asking ----
 
-  request(question) {
+  request(question, regenerate = false) {
     const extension = { conversation: this.conversation ?? "new", memory: this.memory.checked };
+    // The server replaces the stored question and its answer once the new answer is complete.
+    if (regenerate && this.conversation != null) extension.regenerate = true;
     const bases = this.chosenKnowledge().map((input) => Number(input.value));
     if (bases.length) extension.knowledge_bases = bases;
     const body = {
@@ -315,11 +317,13 @@ class Chat {
 
   async regenerate() {
     if (this.lastQuestion == null || this.controller) return;
-    await this.addMessage("user", this.lastQuestion);
-    await this.answer(this.lastQuestion);
+    const questions = this.log.querySelectorAll(".message.user");
+    const last = questions[questions.length - 1];
+    while (last?.nextSibling) last.nextSibling.remove();
+    await this.answer(this.lastQuestion, true);
   }
 
-  async answer(question) {
+  async answer(question, regenerate = false) {
     const controller = new AbortController();
     this.controller = controller;
     this.setBusy(true);
@@ -339,7 +343,8 @@ class Chat {
       });
     };
     try {
-      for await (const chunk of this.api.sse("/v1/chat/completions", this.request(question), {
+      const body = this.request(question, regenerate);
+      for await (const chunk of this.api.sse("/v1/chat/completions", body, {
         signal: controller.signal,
       })) {
         if (chunk.blackroad) this.took(chunk.blackroad, message);
@@ -354,7 +359,9 @@ class Chat {
       message.status.textContent = finished ? "" : "The answer ended early.";
     } catch (exc) {
       if (controller.signal.aborted) {
-        message.status.textContent = "Stopped. A stopped answer is not kept in the conversation.";
+        message.status.textContent = regenerate
+          ? "Stopped. The conversation keeps the answer before it."
+          : "Stopped. A stopped answer is not kept in the conversation.";
         message.node.classList.add("stopped");
       } else {
         message.status.textContent = exc instanceof ApiError ? exc.message : String(exc);
