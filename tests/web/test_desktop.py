@@ -109,6 +109,24 @@ def test_windows_open_move_resize_minimise_maximise_and_close(desk: Desk) -> Non
     assert page.evaluate("location.hash") == ""
 
 
+def test_the_keyboard_moves_and_resizes_a_window(desk: Desk) -> None:
+    page = desk.logged_in(USER)
+    open_app(page, "Chat")
+    start = _box(page, ".window")
+    grip = page.get_by_role("button", name="Move Chat")
+    grip.focus()
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown"):
+        page.keyboard.press(key)
+    moved = _box(page, ".window")
+    assert (moved["x"] - start["x"], moved["y"] - start["y"]) == (32, 16)
+    page.keyboard.press("Shift+ArrowLeft")
+    page.keyboard.press("Shift+ArrowUp")
+    resized = _box(page, ".window")
+    assert (moved["width"] - resized["width"], moved["height"] - resized["height"]) == (16, 16)
+    assert (resized["x"], resized["y"]) == (moved["x"], moved["y"])
+    expect(grip).to_be_focused()
+
+
 def test_the_keyboard_reaches_the_launcher_and_the_windows(desk: Desk) -> None:
     page = desk.logged_in(USER)
     page.keyboard.press("Alt+KeyA")

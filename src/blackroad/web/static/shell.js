@@ -30,7 +30,8 @@
 //
 // Keyboard: Tab reaches the launcher button, the window list and every window's
 // controls; Alt+A opens the launcher (arrows move, Enter opens, Escape closes);
-// Alt+W cycles the windows; Escape closes menus.
+// Alt+W cycles the windows; Escape closes menus. A window's grip button (its first
+// control) moves the window with the arrow keys and resizes it with Shift+arrows.
 
 import { api, ApiError, manifest } from "/desktop/api.js";
 import { element } from "/desktop/ui.js";
@@ -183,7 +184,10 @@ function placeNew(node, app) {
   node.style.top = `${Math.max(8, Math.min(24 + offset, desk.height - height - 8))}px`;
 }
 
-function makeMovable(node, titlebar, resizer) {
+const KEY_STEP = 16; // pixels a window moves, or grows, per arrow key
+const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
+function makeMovable(node, titlebar, resizer, grip) {
   const move = (dx, dy, start) => {
     const desk = $("desktop").getBoundingClientRect();
     node.style.left = `${Math.min(Math.max(start.left + dx, -start.width + 80), desk.width - 80)}px`;
@@ -197,6 +201,13 @@ function makeMovable(node, titlebar, resizer) {
   };
   resize.start = () => ({ width: node.offsetWidth, height: node.offsetHeight });
   dragWith(resizer, resize);
+  grip.addEventListener("keydown", (event) => {
+    const arrow = ARROWS[event.key];
+    if (!arrow || event.altKey || event.ctrlKey || event.metaKey) return;
+    event.preventDefault();
+    const change = event.shiftKey ? resize : move;
+    change(arrow[0] * KEY_STEP, arrow[1] * KEY_STEP, change.start());
+  });
 }
 
 export async function openApp(id, state = "") {
@@ -215,9 +226,15 @@ export async function openApp(id, state = "") {
     class: "window-control", "aria-label": `Maximise ${app.title}`, "aria-pressed": "false",
     title: "Maximise", onclick: () => toggleMaximised(id),
   }, "□");
+  const grip = element("button", {
+    class: "window-control grip", "aria-label": `Move ${app.title}`,
+    "aria-describedby": "grip-help", title: "Arrow keys move, Shift+arrow keys resize",
+    onclick: () => notify("Arrow keys move the window; Shift+arrow keys resize it."),
+  }, "✥");
   const titlebar = element("header", { class: "titlebar", ondblclick: () => toggleMaximised(id) },
     title,
     element("div", { class: "window-controls" },
+      grip,
       element("button", {
         class: "window-control", "aria-label": `Minimise ${app.title}`, title: "Minimise",
         onclick: () => minimise(id),
@@ -236,7 +253,7 @@ export async function openApp(id, state = "") {
     "data-app": id, onpointerdown: () => focusWindow(id), onfocusin: () => raise(id),
   }, titlebar, body, resizer);
   placeNew(node, app);
-  makeMovable(node, titlebar, resizer);
+  makeMovable(node, titlebar, resizer, grip);
   const button = element("button", {
     class: "window-button", "aria-pressed": "false", "data-app": id,
     onclick: () => (windows.get(id).element.hidden || !node.classList.contains("active")
