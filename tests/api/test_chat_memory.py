@@ -94,8 +94,13 @@ def test_regenerate_replaces_the_last_question_and_its_answer(server: Server) ->
 
     def ask(question: str, conversation: int | str, regenerate: bool = False) -> Any:
         extension = {"conversation": conversation, "regenerate": regenerate}
-        body = {"model": SMOLLM2, "stream": False, "options": {"num_predict": 8, "seed": 7},
-                "messages": [{"role": "user", "content": question}], "blackroad": extension}
+        body = {
+            "model": SMOLLM2,
+            "stream": False,
+            "options": {"num_predict": 8, "seed": 7},
+            "messages": [{"role": "user", "content": question}],
+            "blackroad": extension,
+        }
         answer = httpx.post(server.url + "/api/chat", json=body, timeout=120)  # fmt: skip
         assert answer.status_code == 200, answer.text
         return answer.json()
