@@ -17,6 +17,7 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
+from blackroad.service.tools import CallStream
 from tests.conftest import SMOLLM2
 from tests.support.server import Server
 
@@ -162,12 +163,36 @@ def test_openai_streamed_tool_calls_accumulate(client: openai.OpenAI) -> None:
     assert openings and all(d.type == "function" and d.function for d in openings)
     assert [d.index for d in openings] == list(range(len(openings)))
     assert all(d.function is not None and d.function.arguments == "" for d in openings)
+    # Then its arguments accumulate as the model writes them, a few tokens a delta.
+    for opening in openings:
+        pieces = [d for d in deltas if d.index == opening.index and d.id is None]
+        assert len(pieces) > 1 and deltas.index(pieces[0]) > deltas.index(opening)
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = function_calls(choice.message)
     assert [c.id for c in calls] == [d.id for d in openings]
     for call in calls:
         assert_valid_call(call.function.name, call.function.arguments)
+
+
+CALLS = (
+    '{"tool_calls": [{"name": "get_weather",'
+    ' "arguments": {"city": "Pa\\"}ris", "unit": "celsius"}},'
+    ' {"name":"get_time","arguments":{"timezone":"Asia/Tokyo"}}]}'
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, len(CALLS)])
+def test_a_call_stream_gives_each_calls_start_then_its_arguments(size: int) -> None:
+    stream, parts = CallStream(), []
+    for start in range(0, len(CALLS), size):
+        parts += stream.feed(CALLS[start : start + size])
+    starts = [(p.index, p.name) for p in parts if p.id is not None]
+    assert starts == [(0, "get_weather"), (1, "get_time")]
+    arguments = {i: "".join(p.arguments for p in parts if p.index == i) for i in (0, 1)}
+    assert json.loads(arguments[0]) == {"city": 'Pa"}ris', "unit": "celsius"}
+    assert json.loads(arguments[1]) == {"timezone": "Asia/Tokyo"}
+    assert not CallStream().feed('{"content": "{\\"tool_calls\\": []}"}')  # text is no call
 
 
 HAIKU: list[ChatCompletionMessageParam] = [

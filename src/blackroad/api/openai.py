@@ -32,7 +32,7 @@ from blackroad.api.streaming import event_response, started, tracked
 from blackroad.engines.base import Chunk, Finish, collect
 from blackroad.errors import InvalidRequest
 from blackroad.models.types import ModelEntry
-from blackroad.service.tools import Answer, TextStream
+from blackroad.service.tools import Answer, CallPart, CallStream, TextStream
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_scope("inference"))])
 SYSTEM_FINGERPRINT = "blackroad"
@@ -162,20 +162,23 @@ async def chat_completions(
         if extension:  # known before the first token: clients can show sources at once
             opening["blackroad"] = extension
         yield opening
-        # Constrained JSON: a text answer streams as it grows, calls once the JSON is whole.
-        text_stream = TextStream(tools)
+        # Constrained JSON: a text answer and the calls stream as they are written.
+        text_stream, call_stream = TextStream(tools), CallStream()
         async for piece in stream:
             if piece.text and tools.active:
                 if fresh := text_stream.feed(piece.text):
                     yield delta_chunk({"content": fresh})
+                for part in call_stream.feed(piece.text):
+                    yield delta_chunk({"tool_calls": [_call_delta(part)]})
             elif piece.text:
                 yield delta_chunk({"content": piece.text})
             if piece.finish is not None:
                 reason: str = piece.finish.reason
                 if tools.active:
                     answer = text_stream.rest(tools.read(text_stream.buffer))
-                    for delta in _tool_deltas(answer):
-                        yield delta_chunk(delta)
+                    if not call_stream.started:  # what could not be read as it came
+                        for delta in _tool_deltas(answer):
+                            yield delta_chunk(delta)
                     reason = "tool_calls" if answer.calls else reason
                 done = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
                 yield chunk([done])
@@ -200,18 +203,25 @@ def _assistant_message(answer: Answer, reason: str) -> tuple[dict[str, Any], str
     return message, "tool_calls"
 
 
+def _call_delta(part: CallPart) -> dict[str, Any]:
+    """A call's part as a ``delta.tool_calls`` item: its start with index, id, type, name
+    and empty arguments, or more of its arguments."""
+    if part.id is None:
+        return {"index": part.index, "function": {"arguments": part.arguments}}
+    return {"index": part.index, "id": part.id, "type": "function",
+            "function": {"name": part.name, "arguments": ""}}  # fmt: skip
+
+
 def _tool_deltas(answer: Answer) -> list[dict[str, Any]]:
-    """Stream deltas of an answer read whole: its text, or per call (by index) the id and
-    name with empty arguments, then the arguments."""
+    """Stream deltas of an answer read whole: its text, or each call's start then its
+    arguments."""
     if not answer.calls:
         return [{"content": answer.content}] if answer.content else []
-    deltas: list[dict[str, Any]] = []
+    parts: list[CallPart] = []
     for index, call in enumerate(answer.calls):
-        opening = {"index": index, "id": call.id, "type": "function",
-                   "function": {"name": call.name, "arguments": ""}}  # fmt: skip
-        arguments = {"index": index, "function": {"arguments": call.arguments_json}}
-        deltas += [{"tool_calls": [opening]}, {"tool_calls": [arguments]}]
-    return deltas
+        parts.append(CallPart(index, call.id, call.name))
+        parts.append(CallPart(index, arguments=call.arguments_json))
+    return [{"tool_calls": [_call_delta(part)]} for part in parts]
 
 
 @router.post("/completions", response_model=None)

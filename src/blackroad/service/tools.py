@@ -17,8 +17,9 @@ The constrained output is parsed back into calls with ids (``call_<random>``)
 whose arguments are validated with ``jsonschema`` against the tool's
 parameters; output that does not parse (a reply cut short by max_tokens) is
 returned as text. Streams send a text answer as content while it grows
-(``TextStream``, decoding the JSON string as it is written) and the calls once
-the JSON is whole. Earlier assistant calls and tool results are rendered as
+(``TextStream``, decoding the JSON string as it is written), and each call as
+it is written (``CallStream``): its id and name once the name is whole, then
+its arguments' JSON text as it grows. Earlier assistant calls and tool results are rendered as
 plain text turns (results as user turns, consecutive ones merged), so any
 chat template, Gemma's strict alternation included, accepts a follow-up.
 Because the plan becomes a JSON schema and messages, a request forwarded to a
@@ -177,7 +178,7 @@ class ToolPlan:
                     jsonschema.validate(arguments, chosen.parameters)
             except jsonschema.ValidationError:
                 return Answer(text)
-            calls.append(ToolCall(f"call_{secrets.token_hex(12)}", chosen.name, arguments))
+            calls.append(ToolCall(_call_id(), chosen.name, arguments))
         return Answer(None, calls) if calls else Answer(text)
 
 
@@ -236,6 +237,97 @@ class TextStream:
         if answer.content is not None and answer.content.startswith(self.sent):
             return Answer(answer.content[len(self.sent) :], answer.calls)
         return answer
+
+
+def _call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True)
+class CallPart:
+    """A piece of a call as it is written: its start (``id`` and ``name``), or more
+    of its arguments' JSON text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+# The constrained shape of calls (``ToolPlan.schema``), read a piece at a time.
+_CALLS_OPENING = re.compile(r'\s*\{\s*"tool_calls"\s*:\s*\[\s*')
+_CALL_NAME = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_ARGUMENTS_KEY = re.compile(r'\s*,\s*"arguments"\s*:\s*')
+_NEXT_CALL = re.compile(r"\s*\}\s*,\s*")
+
+
+class CallStream:
+    """Feeds constrained output in; gives the parts of its calls written since.
+
+    Output that is not calls (a text answer) gives nothing. The arguments come
+    as the model writes them, so their pieces join into exactly that JSON.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.at = 0  # where reading goes on
+        self.phase: Literal["opening", "name", "key", "arguments", "next"] = "opening"
+        self.index = -1  # of the call being written
+        self.depth = 0  # of brackets, in the arguments
+        self.in_string = self.escaped = False
+
+    @property
+    def started(self) -> bool:
+        """Whether a call was begun (its start given out)."""
+        return self.index >= 0
+
+    def feed(self, piece: str) -> list[CallPart]:
+        self.buffer += piece
+        parts: list[CallPart] = []
+        while (part := self._step()) is not None:
+            if part.id is not None or part.arguments:
+                parts.append(part)
+        return parts
+
+    def _step(self) -> CallPart | None:
+        """Read on through one phase: what it gives (maybe an empty part), or None to
+        wait for more output."""
+        if self.phase == "arguments":
+            return self._arguments()
+        pattern = {"opening": _CALLS_OPENING, "name": _CALL_NAME, "key": _ARGUMENTS_KEY,
+                   "next": _NEXT_CALL}[self.phase]  # fmt: skip
+        found = pattern.match(self.buffer, self.at)
+        if found is None:
+            return None
+        self.at = found.end()
+        if self.phase == "name":
+            self.index, self.phase = self.index + 1, "key"
+            return CallPart(self.index, id=_call_id(), name=json.loads(f'"{found.group(1)}"'))
+        self.phase = "arguments" if self.phase == "key" else "name"
+        return CallPart(self.index)
+
+    def _arguments(self) -> CallPart | None:
+        start = self.at
+        for position in range(start, len(self.buffer)):
+            char = self.buffer[position]
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+            elif char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                self.depth -= 1
+                if self.depth == 0:  # the arguments' value is whole
+                    self.at, self.phase = position + 1, "next"
+                    return CallPart(self.index, arguments=self.buffer[start : self.at])
+        self.at = len(self.buffer)
+        return None if self.at == start else CallPart(self.index, arguments=self.buffer[start:])
 
 
 def _call_schema(chosen: Tool) -> dict[str, Any]:
