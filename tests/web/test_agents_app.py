@@ -129,6 +129,27 @@ def waiting_run(desk_server: Server, session_key: Callable[[Server, str], str]) 
     return run_id
 
 
+def test_a_call_that_begins_to_wait_elsewhere_appears_without_a_reload(
+    desk: Desk, desk_server: Server, session_key: Callable[[Server, str], str]
+) -> None:
+    page = desk.logged_in(USER)
+    open_app(page, "Agents")
+    pending = page.get_by_role("list", name="Pending approvals")
+    expect(pending.locator(".agents-item").first.or_(pending.get_by_text("Nothing waits"))
+           ).to_be_visible()  # fmt: skip
+    before = pending.locator(".agents-item").count()
+    with AgentsClient(desk_server.url, session_key(desk_server, USER)) as agents:
+        agent = agents.create(name="elsewhere-scribe", tools=["write_file"],
+                              tool_choice=["write_file"], max_steps=1)  # fmt: skip
+        run = agents.run(agent, "Write a note saying the backup finished.")
+        agents.wait(run["id"], "awaiting_approval")
+        expect(pending.get_by_role("button", name=f"write_file in run {run['id']}")).to_be_visible(
+            timeout=15_000
+        )
+        expect(pending.locator(".agents-item")).to_have_count(before + 1)
+        agents.http.post(f"/api/agents/runs/{run['id']}/cancel")
+
+
 def test_at_phone_width_the_window_fills_the_screen(desk: Desk, waiting_run: int) -> None:
     page = desk.logged_in(USER, width=390, height=800)
     page.goto(f"/#agents=run-{waiting_run}")

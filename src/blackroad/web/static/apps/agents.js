@@ -3,11 +3,14 @@
 // live from /api/agents/runs/{id}/events (SSE: `step` and `run` events, until the run
 // finishes or waits for a person). Calls that wait for approval are listed and decided
 // here (approve, or reject with a reason); a running run can be cancelled. The open agent
-// or run is the hash state ("agent-3", "run-12"), so a reload reopens it.
+// or run is the hash state ("agent-3", "run-12"), so a reload reopens it. The sidebar is
+// polled, so a call that begins to wait elsewhere (a run started by the CLI or the API)
+// appears by itself; it is redrawn only when it changed, so polling keeps the focus.
 
 import { ApiError } from "/desktop/api.js";
 import { dataTable, element, field, formatTime, uniqueId } from "/desktop/ui.js";
 
+const SIDEBAR_POLL_MS = 5000;
 const FINISHED = new Set(["succeeded", "failed", "cancelled", "step_limit"]);
 const STATUS_WORDS = {
   running: "running",
@@ -43,6 +46,8 @@ class Agents {
     this.api = api;
     this.desktop = desktop;
     this.stream = null; // the followed run's AbortController
+    this.sidebar = ""; // what the sidebar shows, to redraw it only when that changes
+    this.closed = false;
     this.build(container);
   }
 
@@ -66,6 +71,7 @@ class Agents {
     this.models = tags.models.map((model) => model.name);
     this.bases = bases.knowledge_bases;
     await this.refreshSidebar();
+    this.watchSidebar();
     const [kind, id] = this.desktop.state.split("-");
     if (kind === "run" && /^\d+$/.test(id)) await this.openRun(Number(id));
     else if (kind === "agent" && /^\d+$/.test(id)) await this.openAgent(Number(id));
@@ -77,10 +83,28 @@ class Agents {
     this.stream = null;
   }
 
+  close() {
+    this.closed = true;
+    clearTimeout(this.sidebarTimer);
+    this.stop();
+  }
+
+  watchSidebar() {
+    this.sidebarTimer = setTimeout(async () => {
+      // A failed poll is tried again at the next: the server may be restarting.
+      await this.refreshSidebar().catch(() => {});
+      if (!this.closed) this.watchSidebar();
+    }, SIDEBAR_POLL_MS);
+  }
+
   async refreshSidebar() {
     const [{ agents }, { approvals }] = await Promise.all([
       this.api.get("/api/agents"), this.api.get("/api/agents/approvals"),
     ]);
+    const waiting = approvals.map(({ run, step }) => [run.id, run.agent, step.id, step.name]);
+    const shown = JSON.stringify([agents, waiting]);
+    if (shown === this.sidebar) return;
+    this.sidebar = shown;
     this.agentList.replaceChildren(...agents.map((agent) => element("li", {},
       element("button", { class: "agents-item", onclick: () => this.openAgent(agent.id).catch(this.desktop.error) },
         agent.name, element("span", { class: "muted" }, ` · ${agent.model}`)))));
@@ -340,6 +364,6 @@ export default {
   mount(container, api, desktop) {
     const agents = new Agents(container, api, desktop);
     agents.start().catch(desktop.error);
-    return () => agents.stop();
+    return () => agents.close();
   },
 };
