@@ -9,7 +9,7 @@ Screenshots of the app, light and dark, are taken (see test_desktop.SCREENSHOTS)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ollama
@@ -138,6 +138,20 @@ def test_a_user_sees_the_catalog_without_the_admins_controls(desk: Desk) -> None
         "/api/pull", data={"model": PULLED}, headers={"X-CSRF-Token": csrf(page)}
     )
     assert refused.status == 403 and "admin" in refused.json()["error"]
+
+
+def test_a_model_loaded_elsewhere_shows_loaded_without_a_reload(
+    desk: Desk, desk_server: Server, session_key: Callable[[Server, str], str]
+) -> None:
+    page = desk.logged_in(USER)
+    row = models(page).locator(f"tr[data-model='{GEMMA3}']")
+    expect(row).to_have_attribute("data-state", "available")
+    key = session_key(desk_server, USER)
+    client = ollama.Client(host=desk_server.url, headers={"Authorization": f"Bearer {key}"})
+    client.generate(model=GEMMA3, prompt="", keep_alive="5m")  # loads it, as Ollama does
+    expect(row).to_have_attribute("data-state", "loaded", timeout=15_000)
+    client.generate(model=GEMMA3, prompt="", keep_alive=0)  # unloads it
+    expect(row).to_have_attribute("data-state", "available", timeout=15_000)
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -2,12 +2,20 @@
 // quantization, context, capabilities) and whether it is loaded; for admins also pulling
 // from the registry with a progress bar, loading and unloading, deleting, and where the
 // fleet keeps replicas. Everything is read back from the Ollama API and /api/fleet after
-// each action, so what is shown is what the server holds.
+// each action, so what is shown is what the server holds; between actions the catalog and
+// what is loaded are polled, and redrawn when they changed (a model a chat loaded, one
+// whose keep-alive ran out, one pulled from the CLI).
 
 import { ApiError } from "/desktop/api.js";
 import { element, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
 
 const MAX_REPLICAS = 64; // fleet/placement.py's
+const POLL_MS = 5000;
+
+/** What a redraw of the catalog depends on: which models there are and which are loaded. */
+function catalogState(models, loaded) {
+  return JSON.stringify([models.map((m) => [m.name, m.digest]), loaded.map((m) => m.name).sort()]);
+}
 
 /** The model's /api/show, or null for a model only peers serve (this node has no file of it). */
 async function shown(api, model) {
@@ -35,6 +43,8 @@ class Models {
     this.desktop = desktop;
     this.admin = desktop.isAdmin;
     this.pulling = null; // the running pull's AbortController
+    this.drawn = null; // catalogState of what is shown
+    this.closed = false;
     this.build(container);
   }
 
@@ -127,6 +137,7 @@ class Models {
       this.api.get("/api/ps"),
     ]);
     const shows = await Promise.all(models.map((model) => shown(this.api, model)));
+    this.drawn = catalogState(models, loaded);
     const running = new Map(loaded.map((entry) => [entry.name, entry]));
     this.rows.replaceChildren(...models.map((model, i) => this.row(model, shows[i], running.get(model.name))));
     if (!models.length) {
@@ -275,7 +286,24 @@ class Models {
     await this.refreshPlacements();
   }
 
+  watch() {
+    this.timer = setTimeout(async () => {
+      try {
+        const [{ models }, { models: loaded }] = await Promise.all([
+          this.api.get("/api/tags"), this.api.get("/api/ps"),
+        ]);
+        // Not while a pull runs: its own progress is on show, and it refreshes when done.
+        if (!this.pulling && catalogState(models, loaded) !== this.drawn) await this.refresh();
+      } catch {
+        // Tried again at the next poll: the server may be restarting.
+      }
+      if (!this.closed) this.watch();
+    }, POLL_MS);
+  }
+
   stop() {
+    this.closed = true;
+    clearTimeout(this.timer);
     this.pulling?.abort();
   }
 }
@@ -290,7 +318,7 @@ export default {
   styles: "/desktop/apps/models.css",
   mount(container, api, desktop) {
     const models = new Models(container, api, desktop);
-    models.refresh().catch(desktop.error);
+    models.refresh().catch(desktop.error).finally(() => models.watch());
     return () => models.stop();
   },
 };
