@@ -112,6 +112,7 @@ def test_windows_open_move_resize_minimise_maximise_and_close(desk: Desk) -> Non
 def test_the_keyboard_moves_and_resizes_a_window(desk: Desk) -> None:
     page = desk.logged_in(USER)
     open_app(page, "Chat")
+    expect(page.get_by_role("textbox", name="Message")).to_be_focused()  # the app is ready
     start = _box(page, ".window")
     grip = page.get_by_role("button", name="Move Chat")
     grip.focus()

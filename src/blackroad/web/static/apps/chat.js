@@ -135,7 +135,9 @@ class Chat {
         + "are not installed on the server (npm ci in web/).";
     }
     await Promise.all([this.refreshList(), this.open(this.conversation)]);
-    this.input.focus();
+    // Into the message box, unless the user moved the focus while the app loaded.
+    const active = document.activeElement;
+    if (!active || active === document.body || active.matches(".window")) this.input.focus();
   }
 
   countKnowledge() {
