@@ -99,13 +99,15 @@ def test_a_placed_model_is_pulled_onto_n_nodes_and_kept_there(
     # The router learns what a node serves at its next sync: wait until it routes the model.
     until(lambda: PLACED in _routed(control), timeout=60)
     first = _serving(control)
+    # Loaded to stay, as their heartbeats report. A node loading a model it just pulled
+    # can miss probes on a loaded machine: ask once both are loaded and serving again.
+    until(lambda: all(PLACED in _loaded(control)[name] for name in first))
+    until(lambda: set(_serving(control)) == set(first), timeout=60)
     client = openai.OpenAI(base_url=control.v1, api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
         model=PLACED, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
     assert reply.choices[0].message.content
-    # Loaded to stay, as their heartbeats report.
-    until(lambda: all(PLACED in _loaded(control)[name] for name in first))
 
     by_name = {f"n{i}": node for i, node in enumerate(nodes)}
     by_name[first[0]].kill()
