@@ -21,6 +21,9 @@ from blackroad.models.types import GGUFMetadata
 
 _CACHE_VERSION = 1
 _memory_cache: dict[tuple[str, int, int], GGUFMetadata] = {}
+# One parse per file at a time: a 100 MB GGUF takes seconds to read, and every
+# caller that asks meanwhile (each probe of a node listing its models) waits for it.
+_parsing: dict[tuple[str, int, int], threading.Lock] = {}
 _lock = threading.Lock()
 
 
@@ -35,16 +38,23 @@ def read_metadata(path: Path) -> GGUFMetadata:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     with _lock:
         cached = _memory_cache.get(key)
-    if cached is not None:
-        return cached
-    digest = hashlib.sha256(json.dumps([_CACHE_VERSION, *key]).encode()).hexdigest()
-    cache_file = cache_dir() / f"{digest}.json"
-    metadata = _load_cached(cache_file)
-    if metadata is None:
-        metadata = _parse(path)
-        _store_cached(cache_file, metadata)
-    with _lock:
-        _memory_cache[key] = metadata
+        if cached is not None:
+            return cached
+        parsing = _parsing.setdefault(key, threading.Lock())
+    with parsing:
+        with _lock:
+            cached = _memory_cache.get(key)
+        if cached is not None:  # parsed while this caller waited
+            return cached
+        digest = hashlib.sha256(json.dumps([_CACHE_VERSION, *key]).encode()).hexdigest()
+        cache_file = cache_dir() / f"{digest}.json"
+        metadata = _load_cached(cache_file)
+        if metadata is None:
+            metadata = _parse(path)
+            _store_cached(cache_file, metadata)
+        with _lock:
+            _memory_cache[key] = metadata
+            _parsing.pop(key, None)
     return metadata
 
 

@@ -32,8 +32,10 @@ import httpx
 
 from blackroad.errors import BlackRoadError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from blackroad.models import names
+from blackroad.models.metadata import read_metadata
 from blackroad.models.store import (
     MEDIA_MANIFEST,
+    MEDIA_MODEL,
     Layer,
     Manifest,
     ModelStore,
@@ -338,6 +340,12 @@ def pull(store: ModelStore, registry: Registry, name: str) -> Iterator[dict[str,
         yield {"status": "verifying sha256 digest"}
         for layer in fetched:
             store.commit_partial(layer.digest)  # deletes the partial on a mismatch
+    weights = manifest.layer(MEDIA_MODEL)
+    if weights is not None:
+        # Read the GGUF's header now, before the model is listed: the first
+        # listing would otherwise parse it, for seconds, while probes wait.
+        with contextlib.suppress(InvalidRequest):  # not a GGUF: the catalog skips it
+            read_metadata(store.blob_path(weights.digest))
     yield {"status": "writing manifest"}
     store.write_manifest_bytes(canonical, raw)
     yield {"status": "success"}
