@@ -63,3 +63,25 @@ export function formatTime(iso) {
   return iso ? new Date(iso).toLocaleString() : "—";
 }
 
+
+/** Run `work` again `ms` after each run ends, until the returned function is called. A
+ * failed run is tried again at the next: the server may be restarting. */
+export function every(ms, work) {
+  let timer = null;
+  let stopped = false;
+  const next = () => {
+    timer = setTimeout(async () => {
+      try {
+        await work();
+      } catch {
+        // tried again at the next run
+      }
+      if (!stopped) next();
+    }, ms);
+  };
+  next();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}

@@ -8,7 +8,7 @@
 // appears by itself; it is redrawn only when it changed, so polling keeps the focus.
 
 import { ApiError } from "/desktop/api.js";
-import { dataTable, element, field, formatTime, uniqueId } from "/desktop/ui.js";
+import { dataTable, element, every, field, formatTime, uniqueId } from "/desktop/ui.js";
 
 const SIDEBAR_POLL_MS = 5000;
 const FINISHED = new Set(["succeeded", "failed", "cancelled", "step_limit"]);
@@ -47,7 +47,7 @@ class Agents {
     this.desktop = desktop;
     this.stream = null; // the followed run's AbortController
     this.sidebar = ""; // what the sidebar shows, to redraw it only when that changes
-    this.closed = false;
+    this.stopPolling = every(SIDEBAR_POLL_MS, () => this.refreshSidebar());
     this.build(container);
   }
 
@@ -71,7 +71,6 @@ class Agents {
     this.models = tags.models.map((model) => model.name);
     this.bases = bases.knowledge_bases;
     await this.refreshSidebar();
-    this.watchSidebar();
     const [kind, id] = this.desktop.state.split("-");
     if (kind === "run" && /^\d+$/.test(id)) await this.openRun(Number(id));
     else if (kind === "agent" && /^\d+$/.test(id)) await this.openAgent(Number(id));
@@ -84,17 +83,8 @@ class Agents {
   }
 
   close() {
-    this.closed = true;
-    clearTimeout(this.sidebarTimer);
+    this.stopPolling?.();
     this.stop();
-  }
-
-  watchSidebar() {
-    this.sidebarTimer = setTimeout(async () => {
-      // A failed poll is tried again at the next: the server may be restarting.
-      await this.refreshSidebar().catch(() => {});
-      if (!this.closed) this.watchSidebar();
-    }, SIDEBAR_POLL_MS);
   }
 
   async refreshSidebar() {

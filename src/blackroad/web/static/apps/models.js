@@ -7,7 +7,7 @@
 // whose keep-alive ran out, one pulled from the CLI).
 
 import { ApiError } from "/desktop/api.js";
-import { element, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
+import { element, every, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
 
 const MAX_REPLICAS = 64; // fleet/placement.py's
 const POLL_MS = 5000;
@@ -44,7 +44,7 @@ class Models {
     this.admin = desktop.isAdmin;
     this.pulling = null; // the running pull's AbortController
     this.drawn = null; // catalogState of what is shown
-    this.closed = false;
+    this.stopPolling = every(POLL_MS, () => this.poll());
     this.build(container);
   }
 
@@ -286,24 +286,18 @@ class Models {
     await this.refreshPlacements();
   }
 
-  watch() {
-    this.timer = setTimeout(async () => {
-      try {
-        const [{ models }, { models: loaded }] = await Promise.all([
-          this.api.get("/api/tags"), this.api.get("/api/ps"),
-        ]);
-        // Not while a pull runs: its own progress is on show, and it refreshes when done.
-        if (!this.pulling && catalogState(models, loaded) !== this.drawn) await this.refresh();
-      } catch {
-        // Tried again at the next poll: the server may be restarting.
-      }
-      if (!this.closed) this.watch();
-    }, POLL_MS);
+  /** Redraw when the catalog or what is loaded changed since the last drawing. */
+  async poll() {
+    const [{ models }, { models: loaded }] = await Promise.all([
+      this.api.get("/api/tags"), this.api.get("/api/ps"),
+    ]);
+    // Not before the first drawing, nor while a pull runs (it refreshes when done).
+    const ready = this.drawn !== null && !this.pulling;
+    if (ready && catalogState(models, loaded) !== this.drawn) await this.refresh();
   }
 
   stop() {
-    this.closed = true;
-    clearTimeout(this.timer);
+    this.stopPolling?.();
     this.pulling?.abort();
   }
 }
@@ -318,7 +312,7 @@ export default {
   styles: "/desktop/apps/models.css",
   mount(container, api, desktop) {
     const models = new Models(container, api, desktop);
-    models.refresh().catch(desktop.error).finally(() => models.watch());
+    models.refresh().catch(desktop.error);
     return () => models.stop();
   },
 };
