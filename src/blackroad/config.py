@@ -45,6 +45,11 @@ class Settings:
     # "auto": keys are required unless bound to loopback with no shared key
     # (then callers run as the local admin, as with Ollama); "on": always.
     auth: str = "auto"
+    # Host names this server answers to besides localhost, IP addresses, this
+    # machine's name and the bound address (comma-separated; "*.example.org" for
+    # a domain, "*" for any): every other Host is refused, which is what stops
+    # DNS-rebinding pages (browser_guard.py).
+    allowed_hosts: str = ""
     # The first admin, created by ``blackroad up`` on an empty home; without a
     # password given here, one is generated and printed once.
     admin_user: str = "admin"

@@ -210,6 +210,17 @@ def test_metrics_need_the_key_and_health_does_not(keyed_server: Server) -> None:
         assert KEY not in response.text
 
 
+def test_readiness_names_the_models_to_known_callers_only(keyed_server: Server) -> None:
+    url = f"{keyed_server.url}/health/ready"
+    anonymous = httpx.get(url, timeout=30).json()
+    assert anonymous["status"] == "ready" and anonymous["servable"] >= 1
+    assert "models" not in anonymous and SMOLLM2 not in str(anonymous)
+    wrong = httpx.get(url, headers={"Authorization": "Bearer br-wrong"}, timeout=30).json()
+    assert "models" not in wrong
+    known = httpx.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30).json()
+    assert SMOLLM2 in known["models"] and known["servable"] == len(known["models"])
+
+
 # -- readiness on a node with no servable model ------------------------------
 
 
@@ -264,4 +275,4 @@ def test_ready_only_while_a_model_can_be_served(tmp_path: Path) -> None:
         (models / "tiny.gguf").symlink_to(BUNDLED_DIR / SMOLLM2_FILE)
         ready = httpx.get(f"{url}/health/ready", timeout=30)
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "models": ["tiny:latest"]}
+        assert ready.json() == {"status": "ready", "servable": 1, "models": ["tiny:latest"]}

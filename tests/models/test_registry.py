@@ -248,7 +248,7 @@ def test_pull_from_a_directory_registry_with_the_cli(
 
 def raw_status(port: int, method: str, target: str) -> int:
     """The status of a request sent byte for byte: no client normalises the path."""
-    request = f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+    request = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(f"{request}Connection: close\r\n\r\n".encode())
         answer = b""

@@ -1,8 +1,10 @@
 """The ASGI application: one server for every API, built from ``Settings``.
 
 Middleware, outermost first: request recording (every request, whatever
-its outcome, a refused oversized body included), then the body size limit
-(413 before anything is buffered).
+its outcome, a refused oversized body included), then the browser guard
+(403 for a foreign Host name or a cross-site unsafe request: DNS rebinding
+and forged requests from other pages), then the body size limit (413 before
+anything is buffered).
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from blackroad.api import fleet as fleet_api
 from blackroad.api import knowledge as knowledge_api
 from blackroad.api import mcp as mcp_api
 from blackroad.api import memory as memory_api
-from blackroad.api.errors import install_error_handlers
+from blackroad.api.errors import error_response, install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
 from blackroad.audit.log import AuditLog, checkpoints
+from blackroad.browser_guard import AllowedHosts, BrowserGuard
 from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
@@ -195,6 +198,11 @@ def create_app(settings: Settings) -> FastAPI:
             (r"/api/blobs/", None),
             (r"/api/kb/[^/]+/documents$", settings.max_upload_bytes),
         ),
+    )
+    app.add_middleware(
+        BrowserGuard,
+        hosts=AllowedHosts.parse(settings.allowed_hosts, settings.host),
+        respond=error_response,
     )
     app.add_middleware(
         RecordingMiddleware,

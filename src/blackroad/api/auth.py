@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from blackroad.api.recording import request_log
 from blackroad.api.state import directory, lockout, quotas, settings
 from blackroad.config import LOOPBACK_HOSTS
-from blackroad.errors import Forbidden, Unauthorized
+from blackroad.errors import Forbidden, RateLimited, Unauthorized
 from blackroad.identity.directory import NewKey
 from blackroad.identity.keys import bearer_token, same_secret
 from blackroad.identity.quotas import Admission
@@ -97,6 +97,18 @@ async def authenticate(request: Request, scope: Scope) -> Principal:
     _check_scope(caller, scope)
     request.state.principal = caller
     return caller
+
+
+async def known_caller(request: Request) -> Principal | None:
+    """The caller, if it may make inference requests; None for anyone else.
+
+    For routes anyone may call that tell a known caller more. A wrong key still
+    counts against the client's address, as anywhere else.
+    """
+    try:
+        return await authenticate(request, "inference")
+    except (Unauthorized, Forbidden, RateLimited):
+        return None
 
 
 def _client(request: Request) -> str:

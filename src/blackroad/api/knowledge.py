@@ -13,9 +13,10 @@ import json
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from blackroad.api.auth import principal, require_scope
@@ -29,6 +30,7 @@ router = APIRouter(prefix="/api/kb", dependencies=[Depends(require_scope("infere
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/\s][^/]*$")]
 # Files in one upload: enough for a folder of case files, few enough to answer in one request.
 MAX_FILES = 256
+MAX_METADATA = 16384  # bytes of the JSON metadata given to every file of an upload
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -149,17 +151,45 @@ def _metadata(raw: str | None) -> dict[str, Any]:
     return value
 
 
-@router.post("/{ref}/documents")
-async def upload_documents(
-    ref: str,
-    request: Request,
-    files: Annotated[list[UploadFile], File(description="the documents")],
-    metadata: Annotated[str | None, Form(max_length=16384)] = None,
-) -> dict[str, Any]:
-    if len(files) > MAX_FILES:
-        raise InvalidRequest(f"at most {MAX_FILES} files per upload", "files")
-    extra = _metadata(metadata)
+# The form is described here, not declared as parameters: FastAPI reads declared
+# form fields (spooling every file) before the route's dependencies run, and an
+# upload must be refused for its key and the base's permission before that.
+_UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "maxItems": MAX_FILES,
+                        },
+                        "metadata": {"type": "string", "maxLength": MAX_METADATA},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/{ref}/documents", openapi_extra=_UPLOAD_FORM)
+async def upload_documents(ref: str, request: Request) -> dict[str, Any]:
+    """Add documents (``files``) with optional JSON ``metadata``, read once the caller may."""
     bases, user = knowledge(request), _user(request)
+    await run_in_threadpool(bases.get, user, ref, "write")
+    if request.headers.get("content-type", "").split(";")[0].strip() != "multipart/form-data":
+        raise InvalidRequest("documents are uploaded as multipart/form-data", "files")
+    form = await request.form(max_files=MAX_FILES, max_fields=8, max_part_size=MAX_METADATA)
+    files = [part for part in form.getlist("files") if isinstance(part, UploadFile)]
+    if not files:
+        raise InvalidRequest("the upload has no file in its 'files' field", "files")
+    metadata = form.get("metadata")
+    extra = _metadata(metadata if isinstance(metadata, str) else None)
     results = []
     for upload in files:
         name = (upload.filename or "").rsplit("/", 1)[-1].strip()

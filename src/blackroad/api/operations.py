@@ -6,18 +6,20 @@
 - ``GET /health/ready``: 200 while at least one model can be served (the
   catalog lists a model whose file is readable), else 503.
 
-The probes need no key and say nothing beyond model names.
+The probes need no key. Without one (where keys are required) they say how
+many models can be served, not which: their names are for known callers.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
-from blackroad.api.auth import require_scope
+from blackroad.api.auth import known_caller, require_scope
 from blackroad.api.state import inference
 from blackroad.identity.types import LOCAL_ADMIN
 from blackroad.models.types import ModelEntry
@@ -62,9 +64,9 @@ async def ready(request: Request) -> JSONResponse:
     # Readiness is the node's, whatever one caller may use: ask as the local admin.
     entries = await inference(request).models(LOCAL_ADMIN)
     models = await asyncio.to_thread(servable, entries)
+    body: dict[str, Any] = {"status": "ready" if models else "not ready", "servable": len(models)}
+    if await known_caller(request) is not None:
+        body["models"] = models  # what this server holds is not for anonymous probes
     if not models:
-        return JSONResponse(
-            {"status": "not ready", "models": [], "reason": "no model can be served"},
-            status_code=503,
-        )
-    return JSONResponse({"status": "ready", "models": models})
+        return JSONResponse({**body, "reason": "no model can be served"}, status_code=503)
+    return JSONResponse(body)

@@ -16,6 +16,7 @@ import secrets
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import typer
 
@@ -78,8 +79,13 @@ def node(
     except BlackRoadError as exc:
         fail(exc.message)
     membership = stored
-    # The node's key is the server's shared key: every request must carry it.
-    serving = settings.with_overrides(api_key=membership.key, node_name=membership.name)
+    # The node's key is the server's shared key: every request must carry it. The
+    # control plane reaches it by the advertised URL, whose host name it must answer.
+    serving = settings.with_overrides(
+        api_key=membership.key,
+        node_name=membership.name,
+        allowed_hosts=f"{settings.allowed_hosts},{urlsplit(url).hostname or ''}",
+    )
     # httpx logs every request at INFO: one line per heartbeat is noise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     console.print(f"Node {membership.name!r} of {membership.control_plane}, reached at {url}")

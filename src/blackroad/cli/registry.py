@@ -135,10 +135,12 @@ def serve(
 
     import uvicorn
 
+    from blackroad.browser_guard import AllowedHosts
     from blackroad.models.registry_server import create_registry_app
 
     directory.mkdir(parents=True, exist_ok=True)
-    app = create_registry_app(directory, max_rate, not read_only, api_key=settings.api_key)
+    hosts = AllowedHosts.parse(settings.allowed_hosts, host)
+    app = create_registry_app(directory, max_rate, not read_only, settings.api_key, hosts)
     rate = f", at most {max_rate} bytes/s per download" if max_rate else ""
     mode = "read-only" if read_only else "accepting pushes"
     errors.print(f"Registry {directory} on http://{host}:{port} ({mode}{rate})")

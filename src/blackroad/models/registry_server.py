@@ -27,10 +27,12 @@ from pathlib import Path
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from blackroad.browser_guard import AllowedHosts, BrowserGuard
 from blackroad.errors import BlackRoadError, InvalidRequest, PayloadTooLarge, Unauthorized
 from blackroad.identity.keys import bearer_token, same_secret
 from blackroad.models import names
@@ -187,15 +189,28 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal error")  # the traceback goes to the server's log only
 
 
+def _refused(path: str, exc: BlackRoadError) -> Response:
+    return _error(exc.status_code, exc.message)
+
+
 def create_registry_app(
-    root: Path, max_rate: int | None = None, allow_push: bool = True, api_key: str | None = None
+    root: Path,
+    max_rate: int | None = None,
+    allow_push: bool = True,
+    api_key: str | None = None,
+    hosts: AllowedHosts | None = None,
 ) -> Starlette:
-    """The registry app for ``root``; with ``api_key``, every route but ``/`` needs it."""
+    """The registry app for ``root``; with ``api_key``, every route but ``/`` needs it.
+
+    Like the API server it answers only the host names in ``hosts`` (by default
+    those of a loopback server) and refuses cross-site writes (``browser_guard``).
+    """
     if max_rate is not None and max_rate <= 0:
         raise InvalidRequest("max_rate must be a positive number of bytes per second")
     registry = _Registry(root, max_rate, allow_push, api_key)
     methods = ["GET", "HEAD", "PUT"]
     return Starlette(
+        middleware=[Middleware(BrowserGuard, hosts=hosts or AllowedHosts(), respond=_refused)],
         routes=[
             Route("/", registry.index, methods=["GET", "HEAD"]),
             Route("/manifests/{name:path}", registry.manifest, methods=methods),
