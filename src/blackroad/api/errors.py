@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from blackroad.api.recording import describe_error, request_log
+from blackroad.audit.redact import is_secret_path
 from blackroad.errors import (
     BlackRoadError,
     HTTPError,
@@ -40,6 +41,7 @@ _OPENAI_TYPES = {
     405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
+    422: "invalid_request_error",
 }
 
 
@@ -119,6 +121,9 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
     if kind == "extra_forbidden":
         return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param)
+    if is_secret_path(_location(error.get("loc", ()))):
+        # A secret is never echoed: the message is recorded in the request log.
+        return InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param)
     value = json.dumps(error.get("input"), default=str)[:200]
     return InvalidRequest(
         f"Invalid value for '{param}': {error['msg']} (got {value}).", param=param

@@ -15,6 +15,10 @@ Committing also counts the request in the app's ``Metrics`` (by route
 template, read from the scope once routing has happened), and appends its
 audit record (``audit/``) in the same database transaction as the request
 record: an inference or a change is audited exactly when it is recorded.
+What the record holds of the body is ``audit/capture.py``'s to say (never a
+secret, nor a digest of one); the route decides whether a body that is not
+JSON is content (``takes_content``); and the error recorded is scrubbed of
+any secret the body held, since a validation error may quote its input.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from fastapi.params import Form
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from blackroad.audit.capture import Text, entry, kind_of
+from blackroad.audit.capture import Captured, Received, Text, entry, kind_of
 from blackroad.audit.log import AuditLog
+from blackroad.audit.redact import is_secret_path, scrub
 from blackroad.identity.quotas import Admission
 from blackroad.store import sqlite
 from blackroad.store.database import Database
@@ -57,7 +64,7 @@ class RequestLog:
     admission: Admission | None = None  # the caller's limits, freed on commit (api/auth.py)
     # Where the request is audited (None: not audited), and what passed through.
     audit: AuditLog | None = None
-    received: Text = field(default_factory=lambda: Text(False, 0))
+    received: Received = field(default_factory=lambda: Received(False, 0))
     generated: Text = field(default_factory=lambda: Text(False, 0))
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -96,6 +103,13 @@ class RequestLog:
             ttft_seconds=None if self.ttft_ms is None else self.ttft_ms / 1000,
             duration_seconds=duration,
         )
+        # Shielded: a client that leaves cancels the task writing its record,
+        # and a write still queued for a worker thread would be dropped with it.
+        # In a thread: judging the body parses it.
+        await asyncio.shield(asyncio.to_thread(self._write, duration))
+
+    def _write(self, duration: float) -> None:
+        received = self.received.captured(takes_content(self.scope.get("route")))
         record = RequestRecord(
             created_at=self.created_at,
             method=self.method,
@@ -110,14 +124,13 @@ class RequestLog:
             completion_tokens=self.completion_tokens,
             ttft_ms=self.ttft_ms,
             duration_ms=duration * 1000,
-            error=self.error,
+            error=None if self.error is None else scrub(self.error, received.secrets),
         )
-        audited = self._audited(record)
-        # Shielded: a client that leaves cancels the task writing its record,
-        # and a write still queued for a worker thread would be dropped with it.
-        await asyncio.shield(asyncio.to_thread(self.database.record_request, record, audited))
+        self.database.record_request(record, self._audited(record, received))
 
-    def _audited(self, record: RequestRecord) -> Callable[[sqlite.Connection], object] | None:
+    def _audited(
+        self, record: RequestRecord, received: Captured
+    ) -> Callable[[sqlite.Connection], object] | None:
         """The audit record's append, for the request record's transaction; None if not audited."""
         kind = kind_of(self.method, self.path)
         if self.audit is None or kind is None:
@@ -128,8 +141,24 @@ class RequestLog:
                          "status", "prompt_tokens", "completion_tokens", "ttft_ms",
                          "duration_ms", "error")
         }  # fmt: skip
-        audit, audited = self.audit, entry(kind, facts, self.received, self.generated)
+        audit, audited = self.audit, entry(kind, facts, received, self.generated)
         return lambda connection: audit.append_to(connection, audited)
+
+
+def takes_content(route: object) -> bool:
+    """Whether a body sent to ``route`` is content (raw bytes, a form upload), not a document.
+
+    A route that declares no body reads it raw (a model blob); one whose body
+    is a form takes uploads, unless a form field is named like a secret. Every
+    other route takes JSON, and so does no route (a refusal before routing).
+    """
+    if not isinstance(route, APIRoute):
+        return False
+    body = route.body_field
+    if body is None:
+        return True
+    form = getattr(body.field_info.annotation, "model_fields", {})
+    return isinstance(body.field_info, Form) and not is_secret_path(form)
 
 
 def request_log(request: Request) -> RequestLog:
@@ -173,7 +202,7 @@ class RecordingMiddleware:
             node=self.node,
             committed=scope["path"] in self.unrecorded,  # as if already written: never written
             audit=self.audit,
-            received=Text(self.audit.keep_texts, self.text_limit),
+            received=Received(self.audit.keep_texts, self.text_limit),
             generated=Text(self.audit.keep_texts, self.text_limit),
         )
         scope.setdefault("state", {})["request_log"] = log

@@ -44,8 +44,9 @@ from blackroad.store.database import Database
 KEY_FILE = "audit.key"
 
 
-def canonical(value: Mapping[str, Any]) -> str:
-    """The one byte-exact JSON form of a record: what its leaf hash is computed over."""
+def canonical(value: Any) -> str:
+    """The one byte-exact JSON form of a record (its leaf hash is computed over it), and of
+    a request body as the log commits to it (``audit/capture.py``)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from typer.core import TyperOption
 
 from blackroad.audit.log import AuditLog, Entry
+from blackroad.audit.redact import is_container_name, is_secret_name
 from blackroad.audit.verify import verify_bundle
 from blackroad.cli.client import console, fail
 from blackroad.config import Settings
@@ -23,8 +25,23 @@ from blackroad.errors import BlackRoadError
 from blackroad.store.database import Database
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-# Options whose values are secrets, kept out of the record of a command line.
-SECRET_OPTIONS = frozenset({"--key", "--token", "--password"})
+
+
+def _secret_options(words: list[str]) -> frozenset[str]:
+    """The options of the command ``words`` ran that take a secret value: those named as
+    secrets are (``audit/redact.py``: ``--key``, ``--token``, ``--password``, ``--env``...)."""
+    from blackroad.cli.main import app  # the command tree (main imports this module)
+
+    command = typer.main.get_command(app)
+    for word in words:
+        command = getattr(command, "commands", {}).get(word, command)
+    return frozenset(
+        flag
+        for param in command.params
+        if isinstance(param, TyperOption) and not param.is_flag and param.name
+        if is_secret_name(param.name) or is_container_name(param.name)
+        for flag in param.opts
+    )
 
 
 def audited() -> None:
@@ -33,12 +50,13 @@ def audited() -> None:
     The command line is the record: what was done, to whom, with which
     values, minus the values of secret options; and the system user who ran it.
     """
+    secret = _secret_options(sys.argv[1:])
     words, hidden = [], False
     for word in sys.argv[1:]:
         words.append("<hidden>" if hidden else word)
         name = word.split("=", 1)[0]
-        hidden = name in SECRET_OPTIONS and "=" not in word
-        if name in SECRET_OPTIONS and "=" in word:
+        hidden = name in secret and "=" not in word
+        if name in secret and "=" in word:
             words[-1] = f"{name}=<hidden>"
     facts = {"via": "cli", "command": shlex.join(["blackroad", *words]), "user": getpass.getuser()}
     _log().record(Entry("change", facts))
