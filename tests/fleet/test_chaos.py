@@ -36,7 +36,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Server, list[Node], Node]]:
         running_server(tmp_path / "control", fleet_probe_seconds="0.5") as control,
         httpx.Client(timeout=120) as http,
     ):
-        token = http.post(control.url + "/api/fleet/tokens", json={}).json()["token"]
+        token = http.post(control.url + "/api/fleet/tokens", json={"uses": 3}).json()["token"]
         nodes = [
             joined(control.url, tmp_path / f"node{i}", f"node{i}", token, num_threads="1",
                    num_parallel="2")

@@ -52,7 +52,8 @@ def registry(tmp_path: Path) -> Path:
 def fleet(registry: Path, tmp_path: Path) -> Iterator[tuple[Server, list[Node]]]:
     place = {"registry": str(registry), "fleet_probe_seconds": "0.5"}
     with running_server(tmp_path / "control", **place) as control:
-        token = httpx.post(control.url + "/api/fleet/tokens", json={}).json()["token"]
+        created = httpx.post(control.url + "/api/fleet/tokens", json={"uses": 3}, timeout=60)
+        token = created.json()["token"]
         nodes = [
             joined(control.url, tmp_path / f"n{i}", f"n{i}", token, registry=str(registry),
                    num_threads="1", num_parallel="1")

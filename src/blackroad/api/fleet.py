@@ -1,14 +1,19 @@
 """``/api/fleet``: the nodes of the fleet, this one first; peers, join tokens, and nodes joining.
 
 Most routes are for admins: listing the fleet (with the router's view of
-each node), adding and removing peers, placing models, creating, listing and
-revoking join tokens. Two are for nodes, and take no
-API key: ``POST /api/fleet/join`` is authenticated by a join token,
-``POST /api/fleet/heartbeat`` by the credential a node got when it joined
-(``fleet/membership.py``). Peers are probed by the app in the background and
-joined nodes report by heartbeat; what is listed is their state as last
-known. A node's key, a token's secret and a node's credential are never
-shown, except a new token or credential, once, to whoever made it.
+each node), adding and removing peers, placing models, creating (for
+``uses`` joins, expiring after ``expires_in`` seconds), listing and
+revoking join tokens. Two are for nodes, and take no API key: ``POST
+/api/fleet/join`` is authenticated by a join token, or by the node's own
+credential when a node joins again under its name, ``POST
+/api/fleet/heartbeat`` by the credential a node got when it joined
+(``fleet/membership.py``). A join with ``replace: true`` takes the name of
+a node in the fleet without its credential: it needs an admin's key as the
+Bearer token (the join token then goes in the body). Peers are probed by the
+app in the background and joined nodes report by heartbeat; what is listed
+is their state as last known. A node's key, a token's secret and a node's
+credential are never shown, except a new token or credential, once, to
+whoever made it.
 """
 
 from __future__ import annotations
@@ -22,12 +27,27 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from blackroad.api.auth import require_scope
+from blackroad.api.auth import authenticate, require_scope
 from blackroad.api.recording import request_log
-from blackroad.api.state import database, fleet_router, inference, nodes, placer, settings
+from blackroad.api.state import (
+    audit_log,
+    database,
+    fleet_router,
+    inference,
+    nodes,
+    placer,
+    settings,
+)
 from blackroad.errors import Unauthorized
 from blackroad.fleet.heartbeat import Capabilities, Stats
-from blackroad.fleet.membership import TOKEN_PREFIX_LENGTH, Membership, TokenInfo
+from blackroad.fleet.membership import (
+    DEFAULT_LIFETIME,
+    MAX_LIFETIME,
+    MAX_USES,
+    TOKEN_PREFIX_LENGTH,
+    Membership,
+    TokenInfo,
+)
 from blackroad.fleet.placement import MAX_REPLICAS
 from blackroad.fleet.probes import resync
 from blackroad.fleet.types import NodeInfo
@@ -54,7 +74,13 @@ class NodeAdd(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expires_in: int | None = Field(default=None, ge=60, description="seconds")
+    expires_in: int = Field(
+        default=int(DEFAULT_LIFETIME.total_seconds()),
+        ge=60,
+        le=int(MAX_LIFETIME.total_seconds()),
+        description="seconds",
+    )
+    uses: int = Field(default=1, ge=1, le=MAX_USES, description="the joins it admits")
 
 
 class FromNode(BaseModel):
@@ -65,6 +91,10 @@ class FromNode(BaseModel):
 
 class Join(FromNode):
     token: str | None = Field(default=None, max_length=256)  # or as the Bearer token
+    # The node's own credential, to join again under its name without a token.
+    credential: str | None = Field(default=None, max_length=256)
+    # Take the name of a node in the fleet without its credential: an admin's call.
+    replace: bool = False
     name: str = NodeName
     url: str = NodeUrl
     key: str | None = NodeKey
@@ -78,7 +108,7 @@ class Heartbeat(FromNode):
 
 
 def _membership(request: Request) -> Membership:
-    return Membership(database(request))
+    return Membership(database(request), audit_log(request))
 
 
 def node_view(node: NodeInfo) -> dict[str, Any]:
@@ -189,15 +219,15 @@ async def remove_node(name: str, request: Request) -> Response:
 
 @router.post("/tokens", status_code=201, dependencies=ADMIN)
 async def create_token(body: TokenCreate, request: Request) -> dict[str, Any]:
-    """A new join token; its secret is in this answer only."""
-    expires_at = None
-    if body.expires_in is not None:
-        expires_at = datetime.now(UTC) + timedelta(seconds=body.expires_in)
-    new = await run_in_threadpool(_membership(request).create_token, expires_at)
+    """A new join token for ``uses`` joins within ``expires_in`` seconds; its secret is in
+    this answer only."""
+    expires_at = datetime.now(UTC) + timedelta(seconds=body.expires_in)
+    new = await run_in_threadpool(_membership(request).create_token, expires_at, body.uses)
     return {
         "token": new.secret,
         "prefix": new.prefix,
-        "expires_at": None if expires_at is None else expires_at.isoformat(),
+        "expires_at": new.expires_at.isoformat(),
+        "uses": new.uses,
     }
 
 
@@ -223,14 +253,29 @@ async def revoke_token(prefix: str, request: Request) -> Response:
 
 @router.post("/join", status_code=201)
 async def join(body: Join, request: Request) -> dict[str, Any]:
-    """Admit a node with a join token; its credential for heartbeats, shown this once."""
-    token = body.token or bearer_token(request.headers.get("authorization", ""))
-    if token is None:
+    """Admit a node with a join token, or its own credential; its new credential for
+    heartbeats, shown this once."""
+    replaced_by = None
+    if body.replace:
+        # The Bearer token is the admin's key: who replaced the node is in its audit record.
+        replaced_by = (await authenticate(request, "admin")).user
+        token = body.token
+    else:
+        token = body.token or bearer_token(request.headers.get("authorization", ""))
+    if token is None and body.credential is None:
         raise Unauthorized("A join token is needed: send it as 'token' or as the Bearer token.")
     joined = await run_in_threadpool(
-        _membership(request).join, token, body.name, body.url, body.key, body.capabilities
+        _membership(request).join,
+        body.name,
+        body.url,
+        body.key,
+        body.capabilities,
+        token=token,
+        credential=body.credential,
+        replaced_by=replaced_by,
     )
-    request_log(request).key_prefix = token[:TOKEN_PREFIX_LENGTH]  # which token let it in
+    if token is not None and joined.how != "rejoined" and not body.replace:
+        request_log(request).key_prefix = token[:TOKEN_PREFIX_LENGTH]  # which token let it in
     return {"name": joined.name, "credential": joined.credential}
 
 

@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from blackroad.cli.audit import audited
 from blackroad.cli.client import console, fail
 from blackroad.cli.users import expiry
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
-from blackroad.fleet.membership import Membership
+from blackroad.fleet.membership import MAX_USES, Membership
 from blackroad.fleet.nodes import Nodes
 from blackroad.fleet.types import NodeInfo
 from blackroad.store.database import Database
@@ -102,12 +103,18 @@ def fleet(refresh: bool = typer.Option(False, help="Ask every peer now.")) -> No
 
 @tokens.command("create")
 def create_token(
-    expires_in: str | None = typer.Option(None, help="Lifetime, e.g. 12h, 1d, 8w [never]."),
+    expires_in: str = typer.Option("1h", help="Lifetime, e.g. 1h, 12h, 1d (at most 30d)."),
+    uses: int = typer.Option(1, min=1, max=MAX_USES, help="How many machines it may join."),
 ) -> None:
     """Create a join token. It is printed once and never stored."""
-    new = Membership(_database()).create_token(expiry(expires_in))
-    until = "never expires" if new.expires_at is None else f"expires {_time(new.expires_at)}"
-    console.print(f"Join token {new.prefix} ({until}; shown only now):")
+    try:
+        new = Membership(_database()).create_token(expiry(expires_in), uses)
+    except BlackRoadError as exc:
+        fail(exc.message)
+    joins = "one join" if new.uses == 1 else f"{new.uses} joins"
+    console.print(
+        f"Join token {new.prefix} ({joins}, expires {_time(new.expires_at)}; shown only now):"
+    )
     console.print(new.secret, highlight=False, soft_wrap=True)
     audited()
 
@@ -116,12 +123,15 @@ def create_token(
 def list_tokens() -> None:
     """List join tokens by prefix (the secret itself is not kept)."""
     table = Table(box=None, header_style="bold")
-    for column in ("PREFIX", "STATE", "CREATED", "EXPIRES", "LAST USED BY"):
+    for column in ("PREFIX", "STATE", "USES", "CREATED", "EXPIRES", "LAST USED BY"):
         table.add_column(column, no_wrap=True)
     for token in Membership(_database()).tokens():
         used = "-" if token.used_by is None else f"{token.used_by} ({_time(token.used_at)})"
         expires = "never" if token.expires_at is None else _time(token.expires_at)
-        table.add_row(token.prefix, token.state, _time(token.created_at), expires, used)
+        table.add_row(
+            token.prefix, token.state, f"{token.uses}/{token.max_uses}",
+            _time(token.created_at), expires, Text(used),
+        )  # fmt: skip
     console.print(table)
 
 
@@ -158,9 +168,11 @@ def _table(rows: list[NodeInfo]) -> None:
     for column in columns:
         table.add_column(column)
     for node in rows:
+        # What nodes report (models, errors) is shown as text, never read as markup.
         table.add_row(
-            node.name, node.kind, node.state + (" (draining)" if node.draining else ""),
-            ", ".join(node.models) or "-", _load(node.stats),
-            _speed(node.stats), node.url, _time(node.last_seen), node.last_error or "",
+            Text(node.name), node.kind, node.state + (" (draining)" if node.draining else ""),
+            Text(", ".join(node.models) or "-"), _load(node.stats),
+            Text(_speed(node.stats)), Text(node.url), _time(node.last_seen),
+            Text(node.last_error or ""),
         )  # fmt: skip
     console.print(table)

@@ -5,7 +5,8 @@ its own generated key required on every request, and heartbeats its state
 to the control plane while it runs (``fleet/heartbeat.py``). Joining needs a
 join token once; the membership is kept in ``$BLACKROAD_HOME/node.json``, so
 a restart without ``--token`` comes back into the fleet by itself, and
-``--token`` again joins afresh (a new credential and a new key).
+``--token`` again joins afresh (a new credential and a new key), under its
+own credential when it joins the same control plane under the same name.
 """
 
 from __future__ import annotations
@@ -107,13 +108,21 @@ def _join(
     machine: heartbeat.Capabilities,
     stored: NodeFile | None,
 ) -> NodeFile:
-    """Join with ``token``, with a fresh key; the membership, saved."""
+    """Join with ``token``, with a fresh key; the membership, saved.
+
+    A node joining again, as itself, presents its credential: its name is its own.
+    """
     target = control_plane or (stored.control_plane if stored else None)
     if target is None:
         fail("Joining needs the control plane's URL: --join URL")
     chosen = name or (stored.name if stored else settings.node_name)
     key = secrets.token_urlsafe(32)
-    credential = heartbeat.join(target, token, chosen, url, key, machine)
+    own = (
+        stored.credential
+        if stored and (stored.control_plane, stored.name) == (target, chosen)
+        else None
+    )
+    credential = heartbeat.join(target, token, chosen, url, key, machine, own)
     membership = NodeFile(control_plane=target, credential=credential, key=key, name=chosen)
     membership.save(settings.node_file)
     return membership

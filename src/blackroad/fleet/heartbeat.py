@@ -3,7 +3,10 @@
 ``blackroad node`` joins a control plane once with a join token, then keeps
 ``NodeFile`` (the control plane's URL, the node's credential, the key its
 own server requires, its name) in ``$BLACKROAD_HOME/node.json``, so it comes
-back into the fleet by itself after a restart. Every few seconds it reports
+back into the fleet by itself after a restart. Joining again (``--token``
+given to a node that has joined) presents that credential: its name is its
+own, so no other machine can take it, and no token's use is spent on it.
+Every few seconds it reports
 its state (the wire format is ``Report``): the models it serves, which are
 loaded, the sequences running and waiting, free memory, the decode speed it
 measured per model, and what the machine can do (CPU architecture, cores,
@@ -212,10 +215,26 @@ def _refusal(control_plane: str, response: httpx.Response) -> str:
 
 
 def join(
-    control_plane: str, token: str, name: str, url: str, key: str, machine: Capabilities
+    control_plane: str,
+    token: str,
+    name: str,
+    url: str,
+    key: str,
+    machine: Capabilities,
+    credential: str | None = None,
 ) -> str:
-    """Join the fleet of ``control_plane`` with a join token; the node's new credential."""
-    body = {"token": token, "name": name, "url": url, "key": key, "capabilities": machine}
+    """Join the fleet of ``control_plane``; the node's new credential.
+
+    ``credential``: the one this node holds as ``name`` (joining again under
+    its own name: the token is then not needed, nor used). A credential the
+    control plane no longer knows (the node was removed) leaves the token to
+    join with.
+    """
+    body: dict[str, object] = {
+        "token": token, "name": name, "url": url, "key": key, "capabilities": machine,
+    }  # fmt: skip
+    if credential is not None:
+        body["credential"] = credential
     try:
         response = httpx.post(
             f"{control_plane}/api/fleet/join",
@@ -228,8 +247,8 @@ def join(
         ) from None
     if response.status_code != 201:
         raise HTTPError(response.status_code, _refusal(control_plane, response))
-    credential: str = response.json()["credential"]
-    return credential
+    issued: str = response.json()["credential"]
+    return issued
 
 
 async def heartbeat_forever(

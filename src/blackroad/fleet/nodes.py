@@ -5,7 +5,8 @@ Ollama, ``/v1/models`` for OpenAI-compatible servers), so a typo in a URL is
 refused at once. ``record`` keeps what the probes (``fleet/probes.py``) or
 ``refresh`` heard: a node's models are replaced by what it lists now, and a
 node that does not answer is marked down with the reason, until it answers
-again. Everything is in the database, so the fleet survives a restart of the
+again (the reason bounded and made printable: it may quote the node's reply).
+Everything is in the database, so the fleet survives a restart of the
 control plane.
 """
 
@@ -25,6 +26,8 @@ from blackroad.fleet.types import PEER_ENGINES, NodeInfo
 from blackroad.store.database import Database
 from blackroad.store.schema import Node
 
+MAX_ERROR = 200  # characters of a node's last error kept
+
 
 def check_url(url: str) -> str:
     """An http(s) URL with a host and nothing secret in it, without a trailing slash."""
@@ -34,6 +37,15 @@ def check_url(url: str) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise InvalidRequest("a node's URL carries no credentials, query or fragment", "url")
     return url.strip().rstrip("/")
+
+
+def stored_error(message: str) -> str:
+    """Why a node failed, as kept and shown: one line of printable text, at most
+    ``MAX_ERROR`` characters. It may quote what the node answered, and a node
+    (or whatever its URL points at) must not get its reply shown whole, nor
+    send a terminal escape or a line of its own to whoever lists the fleet."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in message).split())
+    return line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 1] + "…"
 
 
 def _info(node: Node) -> NodeInfo:
@@ -121,7 +133,7 @@ class Nodes:
             for node in session.scalars(select(Node).where(Node.name.in_(list(outcomes)))):
                 outcome = outcomes[node.name]
                 if isinstance(outcome, NodeUnavailable):
-                    node.state, node.last_error = "down", outcome.message
+                    node.state, node.last_error = "down", stored_error(outcome.message)
                 else:
                     node.state, node.models, node.last_error = "up", outcome, None
                     node.last_seen = now

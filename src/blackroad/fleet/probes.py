@@ -20,7 +20,7 @@ import time
 
 from blackroad.errors import NodeUnavailable
 from blackroad.fleet.members import PeerAccess, RemoteMember
-from blackroad.fleet.nodes import Nodes, discover
+from blackroad.fleet.nodes import Nodes, discover, stored_error
 from blackroad.fleet.placement import Placer
 from blackroad.fleet.router import Router
 from blackroad.fleet.types import PEER_ENGINES
@@ -87,7 +87,7 @@ async def probe(nodes: Nodes, router: Router, limit: int, within: float) -> None
             continue
         if isinstance(result, NodeUnavailable):
             if target.breaker.state == "closed":
-                log.warning("node %s failed its probe: %s", peer.name, result.message)
+                log.warning("node %s failed its probe: %s", peer.name, stored_error(result.message))
             target.breaker.failure(result.dead, result.refused)
             if target.breaker.state == "open":
                 router.lost(peer.name)

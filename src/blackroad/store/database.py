@@ -66,7 +66,7 @@ SELECT k.prefix, k.secret_hash, k.scopes, k.models, k.expires_at, k.revoked_at,
 _USER_ROW = f"SELECT {_USER_COLUMNS} FROM users u WHERE u.name = ?"  # noqa: S608
 
 
-def _raw(session: Session) -> sqlite.Connection:
+def raw_connection(session: Session) -> sqlite.Connection:
     """The DB-API connection under ``session``, in its transaction."""
     connection = session.connection().connection.driver_connection
     assert isinstance(connection, sqlite.Connection)
@@ -131,7 +131,7 @@ class Database:
     def write(self, work: Callable[[sqlite.Connection], T]) -> T:
         """Run ``work`` on the raw connection of one transaction; committed if it returns."""
         with self.session() as session, session.begin():
-            return work(_raw(session))
+            return work(raw_connection(session))
 
     def record_request(
         self, record: RequestRecord, also: Callable[[sqlite.Connection], object] | None = None
@@ -141,7 +141,7 @@ class Database:
             session.add(record)
             if also is not None:
                 session.flush()
-                also(_raw(session))
+                also(raw_connection(session))
 
     def usage_by_day(self, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and time per day, user, key, model and node since ``since``."""

@@ -148,6 +148,9 @@ class JoinToken(Base):
     # The last join it allowed, for the listing.
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     used_by: Mapped[str | None] = mapped_column(String(128))
+    # Joins it allows (one unless made for more), and joins it allowed: counted atomically.
+    max_uses: Mapped[int] = mapped_column(Integer, default=1)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Placement(Base):
