@@ -49,9 +49,9 @@ MIN_SCRUBBED = 4
 
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORDS = re.compile(r"[^a-z0-9]+")
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:]*):[^\s/@]*@")
+_URL_PASSWORD = re.compile(r"(://[^\s/@:]*):[^\s/@]*@")  # from "://": a scan, no backtracking
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
-_OWN_SECRET = re.compile(r"\bbr[jn]?-[A-Za-z0-9_-]{16,}")
+_OWN_SECRET = re.compile(r"br[jn]?-[A-Za-z0-9_-]{16,}")  # a literal start: a fast scan
 _QUERY_PARAMETER = re.compile(r"([?&;])([^=&#\s]+)=([^&#\s]*)")
 
 
@@ -85,9 +85,12 @@ def _query_parameter(match: re.Match[str]) -> str:
 def redact_text(text: str) -> str:
     """``text`` with URL passwords, secret query parameters (``?api_key=``), bearer tokens
     and BlackRoad secrets replaced."""
+    # Each pattern only where a cheap test says it may match: a prompt may be megabytes.
     text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    text = _QUERY_PARAMETER.sub(_query_parameter, text)
-    text = _BEARER.sub(rf"\1{REDACTED}", text)
+    if "=" in text:
+        text = _QUERY_PARAMETER.sub(_query_parameter, text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(rf"\1{REDACTED}", text)
     return _OWN_SECRET.sub(REDACTED, text)
 
 
