@@ -147,7 +147,7 @@ class Settings:
 
     @property
     def agents_dir(self) -> Path:
-        """Each agent's sandbox directory for its file tools, by agent id."""
+        """The agents' sandbox directories for their file tools (``agents/sandboxes.py``)."""
         return self.home / "agents"
 
     @property

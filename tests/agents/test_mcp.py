@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -97,17 +98,18 @@ def test_the_registry_keeps_servers_and_lists_no_secret(tmp_path: Path) -> None:
         registry.add(McpServer("local", "stdio", command="other"))
     shown = [server.listing() for server in registry.list()]
     assert shown == [
-        {"name": "local", "transport": "stdio", "command": "srv", "args": ["-v"], "env": ["TOKEN"]},
-        {
-            "name": "remote",
-            "transport": "http",
-            "url": "https://h/mcp",
-            "headers": ["Authorization"],
-        },
-    ]
+        {"name": "local", "transport": "stdio", "trusted": False, "command": "srv",
+         "args": ["-v"], "env": ["TOKEN"]},
+        {"name": "remote", "transport": "http", "trusted": False, "url": "https://h/mcp",
+         "headers": ["Authorization"]},
+    ]  # fmt: skip
     assert "s3cret" not in str(shown) and "Bearer k" not in str(shown)
+    assert registry.set_trusted("local", True) == dataclasses.replace(local, trusted=True)
+    assert registry.get("local").trusted and not registry.get("remote").trusted
     registry.remove("local")
     assert [server.name for server in registry.list()] == ["remote"]
+    with pytest.raises(NotFound):
+        registry.set_trusted("local", False)
     with pytest.raises(NotFound):
         registry.remove("local")
     with pytest.raises(NotFound):
@@ -130,7 +132,8 @@ def test_tool_names_follow_openai_function_rules() -> None:
 async def test_tools_appear_with_prefixed_names_schemas_and_side_effects(
     definition: McpServer,
 ) -> None:
-    async with connected([definition]) as tools:
+    trusted = dataclasses.replace(definition, trusted=True)
+    async with connected([trusted]) as tools:
         assert set(tools) == {f"tools__{name}" for name in TOOLS}
         add = tools["tools__add"]
         assert add.parameters["properties"].keys() == {"a", "b"}
@@ -139,6 +142,17 @@ async def test_tools_appear_with_prefixed_names_schemas_and_side_effects(
         assert {name for name, tool in tools.items() if not tool.side_effects} == {
             f"tools__{name}" for name in READ_ONLY
         }
+
+
+async def test_read_only_claims_are_believed_only_of_a_trusted_server(
+    definition: McpServer,
+) -> None:
+    """The server says ``add`` is read-only; until an admin trusts it, every tool asks."""
+    assert not definition.trusted
+    async with connected([definition]) as tools:
+        assert all(tool.side_effects and tool.needs_approval for tool in tools.values())
+    listed = await tool_listing(definition)
+    assert all(tool["side_effects"] for tool in listed)
 
 
 async def test_calls_return_text_structured_data_and_side_effects(
@@ -196,7 +210,8 @@ async def test_a_call_that_outlasts_the_timeout_fails_and_the_session_goes_on(
 
 
 async def test_tool_listing_for_the_admin_api(definition: McpServer) -> None:
-    listed = {tool["name"]: tool for tool in await tool_listing(definition)}
+    trusted = dataclasses.replace(definition, trusted=True)
+    listed = {tool["name"]: tool for tool in await tool_listing(trusted)}
     assert set(listed) == {f"tools__{name}" for name in TOOLS}
     assert listed["tools__write_note"]["side_effects"] is True
     assert listed["tools__add"]["side_effects"] is False

@@ -1,4 +1,8 @@
-"""Agents using an MCP server's tools like built-ins: called in a run, approved when they act."""
+"""Agents using an MCP server's tools like built-ins: called in a run, approved when they act.
+
+Two registrations of the same real SDK server: ``tools``, which an admin
+trusts (its read-only claims are believed), and ``claims``, not trusted yet.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, P
     home = tmp_path_factory.mktemp("mcp-agents")
     notes = home / "notes.txt"
     with running_server(home) as started, Agents(started.url) as agents:
-        registered = agents.http.post(
-            "/api/mcp/servers", json=dataclasses.asdict(stdio_server("tools", notes))
-        )
-        assert registered.status_code == 201, registered.text
+        for name, trusted in (("tools", True), ("claims", False)):
+            server = dataclasses.replace(stdio_server(name, notes), trusted=trusted)
+            registered = agents.http.post("/api/mcp/servers", json=dataclasses.asdict(server))
+            assert registered.status_code == 201, registered.text
+            assert registered.json()["trusted"] is trusted
         yield started, notes
 
 
@@ -51,6 +56,30 @@ def test_an_mcp_tool_that_is_not_read_only_waits_for_approval(server: tuple[Serv
         assert decided.status_code == 200, decided.text
         agents.wait(run["id"], "step_limit")
     assert step["input"]["text"] in notes.read_text()
+
+
+def test_a_read_only_claim_counts_only_once_an_admin_trusts_the_server(
+    server: tuple[Server, Path],
+) -> None:
+    with Agents(server[0].url) as agents:
+        agent = agents.create(name="claimer", tools=["claims__add"], tool_choice=["claims__add"],
+                              max_steps=1)  # fmt: skip
+        run = agents.run(agent, "Add 2 and 3.")
+        waiting = agents.wait(run["id"], "awaiting_approval")["steps"][-1]
+        assert waiting["name"] == "claims__add"  # "read-only", says the server: not believed
+        decided = agents.http.post(
+            f"/api/agents/runs/{run['id']}/steps/{waiting['id']}/decision", json={"approve": False}
+        )
+        assert decided.status_code == 200, decided.text
+        trusted = agents.http.patch("/api/mcp/servers/claims", json={"trusted": True})
+        assert trusted.status_code == 200 and trusted.json()["trusted"] is True, trusted.text
+        again = agents.wait(agents.run(agent, "Add 2 and 3.")["id"], "step_limit")
+        assert [s["status"] for s in again["steps"]] == ["completed", "completed"]
+        assert not again["steps"][-1]["output"]["is_error"]
+        listed = agents.http.get("/api/mcp/servers").json()["servers"]
+        assert {s["name"]: s["trusted"] for s in listed} == {"claims": True, "tools": True}
+        missing = agents.http.patch("/api/mcp/servers/nope", json={"trusted": True})
+        assert missing.status_code == 404
 
 
 def test_an_agent_naming_an_unknown_mcp_server_is_refused(server: tuple[Server, Path]) -> None:

@@ -340,6 +340,9 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/api/mcp/servers"): Probe(
         "admin", body={"name": "b-tools", "transport": "stdio", "command": "/bin/true"}
     ),
+    ("PATCH", "/api/mcp/servers/{name}"): Probe(
+        "admin", "/api/mcp/servers/any", body={"trusted": True}
+    ),
     ("DELETE", "/api/mcp/servers/{name}"): Probe("admin", "/api/mcp/servers/any"),
     ("GET", "/api/mcp/servers/{name}/tools"): Probe("admin", "/api/mcp/servers/any/tools"),
 }

@@ -69,12 +69,20 @@ def test_an_admin_adds_lists_inspects_and_removes_a_server(keys: Keys, tmp_path:
         assert again.status_code == 400
         assert again.json() == {"error": "MCP server 'local' already exists"}
 
+        assert added.json()["trusted"] is False  # until an admin says so
         tools = api.get("/api/mcp/servers/local/tools")
         assert tools.status_code == 200, tools.text
         found = {tool["name"]: tool for tool in tools.json()["tools"]}
+        assert found["local__add"]["side_effects"] is True  # its read-only claim, not believed
+        assert found["local__add"]["parameters"]["required"] == ["a", "b"]
+        trusted = api.patch("/api/mcp/servers/local", json={"trusted": True})
+        assert trusted.status_code == 200 and trusted.json()["trusted"] is True, trusted.text
+        tools = api.get("/api/mcp/servers/local/tools")
+        found = {tool["name"]: tool for tool in tools.json()["tools"]}
         assert found["local__add"]["side_effects"] is False
         assert found["local__write_note"]["side_effects"] is True
-        assert found["local__add"]["parameters"]["required"] == ["a", "b"]
+        assert api.patch("/api/mcp/servers/local", json={"trusted": "maybe"}).status_code == 400
+        assert api.patch("/api/mcp/servers/local", json={}).status_code == 400
 
         for answer in (added, listed, tools):
             assert SECRET not in answer.text and str(tmp_path) not in answer.text
@@ -95,6 +103,7 @@ def test_an_http_server_is_listed_with_header_names_only(keys: Keys, tmp_path: P
         assert added.json() == {
             "name": "remote",
             "transport": "http",
+            "trusted": False,
             "url": remote.url,
             "headers": [TOKEN[0]],
         }
@@ -143,6 +152,7 @@ def test_a_malformed_body_is_a_400_in_the_api_s_format(keys: Keys, body: dict[st
 ROUTES = [
     ("GET", "/api/mcp/servers", None),
     ("POST", "/api/mcp/servers", {"name": "u", "transport": "stdio", "command": "/bin/true"}),
+    ("PATCH", "/api/mcp/servers/u", {"trusted": True}),
     ("DELETE", "/api/mcp/servers/u", None),
     ("GET", "/api/mcp/servers/u/tools", None),
 ]

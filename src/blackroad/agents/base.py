@@ -6,8 +6,9 @@ the tool's JSON Schema first, so ``run`` may trust their shape.
 
 A tool's output is DATA. The run loop must never let a result change the
 agent's tools, permissions or approval policy: results are passed to the model
-as role "tool" content only. A tool with ``side_effects`` pauses a run for a
-human's approval before it is called.
+as role "tool" content only. A tool with ``side_effects``, or one whose
+arguments leave this machine (``outbound``), pauses a run for a human's
+approval before it is called.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ class Tool(ABC):
     description: str
     parameters: dict[str, Any]
     side_effects: bool = False
+    # Its arguments are sent off this machine (a URL): whatever the model read (memories,
+    # passages, files, text a prompt injection planted) could ride along, to any path or
+    # query on an allowed host. A person sees the exact call before it goes.
+    outbound: bool = False
+
+    @property
+    def needs_approval(self) -> bool:
+        """Whether a run waits for a person before calling it (unless its policy denies it)."""
+        return self.side_effects or self.outbound
 
     @abstractmethod
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:

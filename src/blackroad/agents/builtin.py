@@ -1,4 +1,11 @@
-"""The built-in tools: arithmetic, the time, sandboxed files, allowlisted HTTP, memory."""
+"""The built-in tools: arithmetic, the time, sandboxed files, allowlisted HTTP, memory.
+
+Both HTTP tools wait for a person's approval: ``http_post`` has side effects,
+and ``http_get`` sends its URL out (``Tool.outbound``). The allowlist says
+where a request may go, not what it may carry: a model that read a memory, a
+passage or a file, or text a prompt injection planted in them, can write any
+of it into a GET's path or query, so the person sees the exact URL first.
+"""
 
 from __future__ import annotations
 
@@ -268,6 +275,7 @@ class HTTPGet(_AllowlistedHTTP):
     name = "http_get"
     description = "GET a URL on a host the administrator allows."
     method = "GET"
+    outbound = True  # its URL is data leaving the machine
     parameters = object_schema({"url": {"type": "string"}}, ["url"])
 
 
@@ -276,6 +284,7 @@ class HTTPPost(_AllowlistedHTTP):
     description = "POST a text body to a URL on a host the administrator allows."
     method = "POST"
     side_effects = True
+    outbound = True
     parameters = object_schema(
         {"url": {"type": "string"}, "body": {"type": "string"}}, ["url", "body"]
     )

@@ -2,11 +2,16 @@
 
 An agent belongs to the user who made it (its ``owner``) and is seen by no
 one else: another user's agent is answered as one that does not exist
-(404). Tools are named as the model sees them: a built-in's name, an MCP
-server's tool as ``server__tool``, or every tool of an MCP server as
-``mcp:server``. The approval policy can only add caution: a side-effecting
-tool always waits for a human (``ask``) unless the policy forbids it
-outright (``deny``); any tool may be set to ``ask`` or ``deny``.
+(404). Its id and its sandbox directory are its own forever: ids are never
+handed out twice (``AUTOINCREMENT``), a sandbox is named at random and goes
+with its agent (``agents/sandboxes.py``).
+
+Tools are named as the model sees them: a built-in's name, an MCP server's
+tool as ``server__tool``, or every tool of an MCP server as ``mcp:server``.
+The approval policy can only add caution: a tool with side effects, or one
+that sends its arguments off the machine (``Tool.needs_approval``), always
+waits for a human (``ask``) unless the policy forbids it outright
+(``deny``); any tool may be set to ``ask`` or ``deny``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
+from blackroad.agents.sandboxes import Sandboxes, new_name
 from blackroad.errors import InvalidRequest, NotFound
 from blackroad.memory.conversations import utc_now
 from blackroad.store import sqlite
@@ -82,7 +88,7 @@ class AgentDefinition:
         server = mcp_server_of(tool)
         return tool in self.tools or (server is not None and f"{MCP_PREFIX}{server}" in self.tools)
 
-    def policy(self, tool: str, side_effects: bool) -> Literal["allow", "ask", "deny"]:
+    def policy(self, tool: str, needs_approval: bool) -> Literal["allow", "ask", "deny"]:
         """What happens when the model calls ``tool``: run it, ask a human, or refuse."""
         server = mcp_server_of(tool)
         chosen = self.approval.get(tool) or (
@@ -90,7 +96,7 @@ class AgentDefinition:
         )
         if chosen == "deny":
             return "deny"
-        return "ask" if side_effects or chosen == "ask" else "allow"
+        return "ask" if needs_approval or chosen == "ask" else "allow"
 
     def choice_at(self, step: int) -> str:
         return self.tool_choice[step] if step < len(self.tool_choice) else "auto"
@@ -122,6 +128,7 @@ class Agent:
     definition: AgentDefinition
     created_at: str
     updated_at: str
+    sandbox: str  # its directory's name under the sandboxes' root
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,14 +142,17 @@ class Agent:
 
 def _agent(row: sqlite.Row) -> Agent:
     definition = AgentDefinition.of(json.loads(row["definition"]))
-    return Agent(row["id"], row["owner"], definition, row["created_at"], row["updated_at"])
+    return Agent(
+        row["id"], row["owner"], definition, row["created_at"], row["updated_at"], row["sandbox"]
+    )
 
 
 class Agents:
-    """Each user's agent definitions."""
+    """Each user's agent definitions, and their sandboxes."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, sandboxes: Sandboxes) -> None:
         self.database = database
+        self.sandboxes = sandboxes
 
     def list(self, owner: str) -> list[Agent]:
         rows = self.database.reader().execute(
@@ -166,9 +176,9 @@ class Agents:
         def work(connection: sqlite.Connection) -> int:
             self._check_free(connection, owner, definition.name, None)
             cursor = connection.execute(
-                "INSERT INTO agents (owner, name, definition, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (owner, definition.name, json.dumps(definition.to_json()), now, now),
+                "INSERT INTO agents (owner, name, definition, created_at, updated_at, sandbox)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (owner, definition.name, json.dumps(definition.to_json()), now, now, new_name()),
             )
             return int(cursor.lastrowid or 0)
 
@@ -188,10 +198,17 @@ class Agents:
         return self.get(owner, agent_id)
 
     def delete(self, owner: str, agent_id: int) -> None:
-        self.get(owner, agent_id)
+        """Delete the agent, its runs (by cascade) and its sandbox's files."""
+        agent = self.get(owner, agent_id)
         self.database.write(
             lambda connection: connection.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
         )
+        self.sandboxes.remove(agent.sandbox)
+
+    def sweep_sandboxes(self) -> int:
+        """Remove the sandboxes no agent names (left by a failed removal or a crash)."""
+        rows = self.database.reader().execute("SELECT sandbox FROM agents")
+        return self.sandboxes.sweep({row[0] for row in rows})
 
     @staticmethod
     def _check_free(connection: sqlite.Connection, owner: str, name: str, own: int | None) -> None:

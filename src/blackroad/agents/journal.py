@@ -9,6 +9,11 @@ after a restart.
 A tool step is written ``started`` before the tool runs and ``completed``
 with its result after, so a restart can tell a call that finished (its
 recorded result is used, it never runs again) from one the crash cut short.
+
+Someone other than a run's owner (an administrator) sees its steps through
+``shown_to``: the calls and what came of them, but no knowledge passage from
+a base they may not read themselves, since being an administrator gives no
+access to other people's knowledge bases.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +53,7 @@ class Run:
     error: str | None
     created_at: str
     updated_at: str
+    sandbox: str  # its agent's (``agents/sandboxes.py``)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,7 +95,7 @@ def _run(row: sqlite.Row) -> Run:
     definition = AgentDefinition.of(json.loads(row["definition"]))
     return Run(
         row["id"], row["agent_id"], row["owner"], definition, row["input"], row["status"],
-        row["answer"], row["error"], row["created_at"], row["updated_at"],
+        row["answer"], row["error"], row["created_at"], row["updated_at"], row["sandbox"],
     )  # fmt: skip
 
 
@@ -102,6 +108,31 @@ def _step(row: sqlite.Row) -> Step:
         row["call_id"], loaded(row["input"]), loaded(row["output"]), row["decided_by"],
         row["reason"], row["duration_ms"], row["created_at"], row["updated_at"],
     )  # fmt: skip
+
+
+# A run with its agent's sandbox (a run goes with its agent, so there is always one).
+_RUN = "SELECT r.*, a.sandbox FROM agent_runs r JOIN agents a ON a.id = r.agent_id"
+
+
+def shown_to(step: dict[str, Any], readable: Container[int]) -> dict[str, Any]:
+    """A step (``Step.to_json``) as one sees it who may read only the knowledge bases ``readable``.
+
+    A ``knowledge_search`` result keeps the passages of those bases; the others
+    are left out, their number said. A passage recorded before results named
+    their base counts as unreadable.
+    """
+    output = step.get("output")
+    if step["name"] != "knowledge_search" or not isinstance(output, dict):
+        return step
+    hits = output.get("data", {}).get("hits", [])
+    kept = [hit for hit in hits if hit.get("kb") in readable]
+    withheld = len(hits) - len(kept)
+    if not withheld:
+        return step
+    note = f"[{withheld} passage(s) from knowledge bases you may not read are left out]"
+    content = "\n\n".join([*(str(hit.get("text")) for hit in kept), note])
+    data = {**output["data"], "hits": kept, "withheld": withheld}
+    return {**step, "output": {**output, "content": content, "data": data}}
 
 
 def audit_entry(kind: str, facts: Mapping[str, Any], sent: Any = None, got: Any = None) -> Entry:
@@ -119,11 +150,7 @@ class Journal:
     # -- reads ---------------------------------------------------------------
 
     def run(self, run_id: int) -> Run:
-        row = (
-            self.database.reader()
-            .execute("SELECT * FROM agent_runs WHERE id = ?", (run_id,))
-            .fetchone()
-        )
+        row = self.database.reader().execute(f"{_RUN} WHERE r.id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"run {run_id} not found")
         return _run(row)
@@ -139,15 +166,15 @@ class Journal:
         where: list[str] = ["1 = 1"]
         values: list[str | int] = []
         if owner is not None:
-            where.append("owner = ?")
+            where.append("r.owner = ?")
             values.append(owner)
         if agent_id is not None:
-            where.append("agent_id = ?")
+            where.append("r.agent_id = ?")
             values.append(agent_id)
         if statuses:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            where.append(f"r.status IN ({', '.join('?' * len(statuses))})")
             values.extend(statuses)
-        query = f"SELECT * FROM agent_runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        query = f"{_RUN} WHERE {' AND '.join(where)} ORDER BY r.id DESC LIMIT ?"
         return [_run(row) for row in self.database.reader().execute(query, (*values, limit))]
 
     def steps(self, run_id: int) -> builtins.list[Step]:

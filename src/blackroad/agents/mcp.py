@@ -5,7 +5,10 @@ command to run, spoken to over stdio, or a URL, over streamable HTTP.
 ``connected(servers)`` opens one session per server with the official ``mcp``
 SDK, lists its tools and yields each as a ``Tool`` named ``SERVER__TOOL``;
 calling it calls the server's tool. An MCP tool has side effects (so a run
-pauses for approval before it) unless the server marks it read-only.
+pauses for approval before it) unless the server marks it read-only and an
+admin marked the server ``trusted``: a read-only claim is the server's own
+word, and an untrusted server's tool marked read-only could still write, or
+send what it is given anywhere.
 
 Each session is held open by a task of its own, not the caller's: the SDK
 runs its transport in a task group, and a transport that fails (a server
@@ -122,6 +125,8 @@ class McpServer:
     env: dict[str, str] = field(default_factory=dict)
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # An admin's word that its tools' read-only claims may be believed (kept in its own column).
+    trusted: bool = False
 
     def __post_init__(self) -> None:
         if not SERVER_NAME.fullmatch(self.name):
@@ -156,7 +161,11 @@ class McpServer:
 
     def listing(self) -> dict[str, Any]:
         """The server as the API and CLI show it: header and environment names, no values."""
-        shown: dict[str, Any] = {"name": self.name, "transport": self.transport}
+        shown: dict[str, Any] = {
+            "name": self.name,
+            "transport": self.transport,
+            "trusted": self.trusted,
+        }
         if self.transport == "stdio":
             return {**shown, "command": self.command, "args": self.args, "env": sorted(self.env)}
         return {**shown, "url": self.url, "headers": sorted(self.headers)}
@@ -169,29 +178,24 @@ class McpServers:
         self.database = database
 
     def list(self) -> builtins.list[McpServer]:
-        rows = self.database.reader().execute(
-            "SELECT name, transport, definition FROM mcp_servers ORDER BY name"
-        )
+        rows = self.database.reader().execute(f"{_SELECT} ORDER BY name")
         return [_server(row) for row in rows]
 
     def get(self, name: str) -> McpServer:
-        row = (
-            self.database.reader()
-            .execute("SELECT name, transport, definition FROM mcp_servers WHERE name = ?", (name,))
-            .fetchone()
-        )
+        row = self.database.reader().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no MCP server named {name!r}")
         return _server(row)
 
     def add(self, server: McpServer) -> None:
-        definition = {k: v for k, v in asdict(server).items() if k not in ("name", "transport")}
+        own_columns = ("name", "transport", "trusted")
+        definition = {k: v for k, v in asdict(server).items() if k not in own_columns}
 
         def insert(connection: sqlite.Connection) -> None:
             connection.execute(
-                "INSERT INTO mcp_servers (name, transport, definition, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (server.name, server.transport, json.dumps(definition), utc_now()),
+                "INSERT INTO mcp_servers (name, transport, definition, created_at, trusted) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (server.name, server.transport, json.dumps(definition), utc_now(), server.trusted),
             )
 
         try:
@@ -205,6 +209,18 @@ class McpServers:
         """``connected`` to the servers registered as ``names``: the run loop's opener."""
         return connected([self.get(name) for name in names], timeout)
 
+    def set_trusted(self, name: str, trusted: bool) -> McpServer:
+        """Believe the server's read-only claims, or stop believing them, from the next run on."""
+
+        def change(connection: sqlite.Connection) -> int:
+            return connection.execute(
+                "UPDATE mcp_servers SET trusted = ? WHERE name = ?", (trusted, name)
+            ).rowcount
+
+        if self.database.write(change) == 0:
+            raise NotFound(f"no MCP server named {name!r}")
+        return self.get(name)
+
     def remove(self, name: str) -> None:
         def delete(connection: sqlite.Connection) -> int:
             return connection.execute("DELETE FROM mcp_servers WHERE name = ?", (name,)).rowcount
@@ -213,8 +229,12 @@ class McpServers:
             raise NotFound(f"no MCP server named {name!r}")
 
 
+_SELECT = "SELECT name, transport, definition, trusted FROM mcp_servers"
+
+
 def _server(row: sqlite.Row) -> McpServer:
-    return McpServer(row["name"], row["transport"], **json.loads(row["definition"]))
+    definition = json.loads(row["definition"])
+    return McpServer(row["name"], row["transport"], **definition, trusted=bool(row["trusted"]))
 
 
 def agent_tool_name(server: str, tool: str) -> str:
@@ -411,8 +431,10 @@ class McpTool(Tool):
         self.name = name
         self.description = (spec.description or spec.title or spec.name)[:MAX_DESCRIPTION_CHARS]
         self.parameters = spec.input_schema
-        # Side-effecting unless the server declares it read-only (MCP's own default).
-        self.side_effects = not (spec.annotations and spec.annotations.read_only_hint)
+        # Side-effecting (MCP's own default) unless the server declares it read-only and is
+        # trusted to tell the truth about it.
+        read_only = bool(spec.annotations and spec.annotations.read_only_hint)
+        self.side_effects = not (read_only and session.server.trusted)
         self.server = session.server.name
         self.remote_name = spec.name
         self._session = session

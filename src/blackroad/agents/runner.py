@@ -180,6 +180,14 @@ class Runner:
         self._publish(run.id, {"type": "run", "run": current.to_json()})
         return current
 
+    async def stop_runs_of(self, agent_id: int) -> None:
+        """Stop the tasks of the agent's runs: it is being deleted, and its runs with it."""
+        runs = await asyncio.to_thread(self.journal.runs, None, agent_id, ["running"], 1_000_000)
+        tasks = [task for run in runs if (task := self.tasks.get(run.id)) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def events(self, run_id: int) -> AsyncIterator[Event]:
         """The run and its steps as they are now, then each change, until it stops or waits."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -351,7 +359,7 @@ class Runner:
                 run, call, step, _result(f"The tool {call['name']} is not available.")
             )
             return True
-        policy = run.definition.policy(tool.name, tool.side_effects)
+        policy = run.definition.policy(tool.name, tool.needs_approval)
         if step is None and policy == "deny":
             await self._record(run, call, None, _result("The agent's policy refuses this tool."))
         elif step is None and policy == "ask":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from blackroad.agents.base import Tool, ToolContext
@@ -19,6 +18,7 @@ from blackroad.agents.builtin import builtin_tools
 from blackroad.agents.definitions import MCP_PREFIX, AgentDefinition, mcp_server_of
 from blackroad.agents.journal import Run
 from blackroad.agents.mcp import McpServers
+from blackroad.agents.sandboxes import Sandboxes
 from blackroad.errors import InvalidRequest
 from blackroad.memory.facts import Memories
 from blackroad.memory.knowledge import KnowledgeBases
@@ -30,7 +30,7 @@ class Toolbox:
         allowed_hosts: frozenset[str],
         knowledge: KnowledgeBases,
         memories: Memories,
-        sandboxes: Path,
+        sandboxes: Sandboxes,
         mcp: McpServers | None = None,
     ) -> None:
         self.builtins = builtin_tools(allowed_hosts)
@@ -81,9 +81,11 @@ class Toolbox:
                 base.id for base in self.knowledge.visible(owner)
             ]
             hits = await self.knowledge.search(owner, refs, query, limit)
+            # "kb": whose passage it is, so a viewer of the run who may not read it never does.
             return [
-                {"document": hit.document_name, "page": hit.page, "start": hit.char_start,
-                 "end": hit.char_end, "text": hit.text, "score": hit.score}
+                {"kb": hit.kb_id, "document": hit.document_name, "page": hit.page,
+                 "start": hit.char_start, "end": hit.char_end, "text": hit.text,
+                 "score": hit.score}
                 for hit in hits
             ]  # fmt: skip
 
@@ -93,12 +95,10 @@ class Toolbox:
         async def remember(content: str) -> dict[str, Any]:
             return (await self.memories.add(owner, content)).as_dict()
 
-        sandbox = self.sandboxes / str(run.agent_id)
-        sandbox.mkdir(parents=True, exist_ok=True)
         return ToolContext(
             user=owner,
             agent=definition.name,
-            sandbox=sandbox,
+            sandbox=self.sandboxes.open(run.sandbox),
             knowledge_search=search,
             memory_read=None if definition.memory == "none" else recall,
             memory_write=remember if definition.memory == "write" else None,

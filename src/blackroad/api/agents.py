@@ -3,9 +3,11 @@
 Inference scope. A user sees their own agents and runs; another's are
 answered as ones that do not exist (404). An administrator also sees every
 run, and may decide any pending approval or cancel any run, as the run's
-owner may. Fixed paths (``/agents/runs``, ``/agents/approvals``,
-``/agents/tools``) are declared before ``/agents/{agent_id}`` so they are
-never read as an id.
+owner may; but of another's run's knowledge searches they see only the
+passages of bases they may read themselves (``journal.shown_to``).
+
+Fixed paths (``/agents/runs``, ``/agents/approvals``, ``/agents/tools``) are
+declared before ``/agents/{agent_id}`` so they are never read as an id.
 
 A run's events are Server-Sent Events: ``event: step`` or ``event: run``,
 each with the step or the run as JSON in ``data``. The stream starts with
@@ -16,7 +18,7 @@ finished, or awaiting a person's approval.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -25,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from blackroad.agents.definitions import MAX_STEPS_LIMIT, AgentDefinition, MemoryAccess, Policy
-from blackroad.agents.journal import Run
+from blackroad.agents.journal import Run, shown_to
 from blackroad.agents.runner import may_act_on
 from blackroad.api.auth import principal, require_scope
 from blackroad.api.recording import request_log
@@ -86,6 +88,23 @@ def _visible_run(request: Request, run_id: int) -> Run:
     return run
 
 
+async def _viewer(request: Request, run: Run) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """How the caller sees the run's steps: whole if it is theirs, else as ``shown_to`` them."""
+    caller = principal(request)
+    if caller.user == run.owner:
+        return lambda step: step
+    bases = await run_in_threadpool(knowledge(request).visible, caller.user)
+    readable = {base.id for base in bases}
+    return lambda step: shown_to(step, readable)
+
+
+async def _shown(
+    events: AsyncIterator[dict[str, Any]], show: Callable[[dict[str, Any]], dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    async for event in events:
+        yield {**event, "step": show(event["step"])} if event["type"] == "step" else event
+
+
 def _sse(
     request: Request, events: AsyncIterator[dict[str, Any]], status: int = 200
 ) -> StreamingResponse:
@@ -115,11 +134,12 @@ def _sse(
 
 @router.get("/tools")
 async def list_tools(request: Request) -> dict[str, Any]:
-    """The built-in tools an agent may name, with their schemas and side effects."""
+    """The built-in tools an agent may name: schemas, side effects, and whether they ask first."""
     return {
         "tools": [
             {"name": t.name, "description": t.description, "parameters": t.parameters,
-             "side_effects": t.side_effects}
+             "side_effects": t.side_effects, "outbound": t.outbound,
+             "needs_approval": t.needs_approval}
             for t in toolbox(request).builtins.values()
         ]
     }  # fmt: skip
@@ -161,13 +181,15 @@ async def list_approvals(request: Request) -> dict[str, Any]:
 async def get_run(run_id: Id, request: Request) -> dict[str, Any]:
     run = await run_in_threadpool(_visible_run, request, run_id)
     steps = await run_in_threadpool(journal(request).steps, run_id)
-    return {**run.to_json(), "steps": [step.to_json() for step in steps]}
+    show = await _viewer(request, run)
+    return {**run.to_json(), "steps": [show(step.to_json()) for step in steps]}
 
 
 @router.get("/runs/{run_id}/events")
 async def run_events(run_id: Id, request: Request) -> StreamingResponse:
-    await run_in_threadpool(_visible_run, request, run_id)
-    return _sse(request, runner(request).events(run_id))
+    run = await run_in_threadpool(_visible_run, request, run_id)
+    show = await _viewer(request, run)
+    return _sse(request, _shown(runner(request).events(run_id), show))
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -219,7 +241,11 @@ async def replace_agent(agent_id: Id, body: AgentBody, request: Request) -> dict
 
 @router.delete("/{agent_id}", status_code=204)
 async def delete_agent(agent_id: Id, request: Request) -> Response:
-    await run_in_threadpool(agents(request).delete, principal(request).user, agent_id)
+    """Delete the agent with its runs and its sandbox's files; runs under way are stopped."""
+    owner = principal(request).user
+    await run_in_threadpool(agents(request).get, owner, agent_id)  # 404 before anything stops
+    await runner(request).stop_runs_of(agent_id)
+    await run_in_threadpool(agents(request).delete, owner, agent_id)
     return Response(status_code=204)
 
 

@@ -22,6 +22,7 @@ from blackroad.agents.definitions import Agents
 from blackroad.agents.journal import Journal
 from blackroad.agents.mcp import McpServers
 from blackroad.agents.runner import Runner
+from blackroad.agents.sandboxes import Sandboxes
 from blackroad.agents.toolbox import Toolbox
 from blackroad.api import (
     account,
@@ -106,7 +107,9 @@ def create_app(settings: Settings) -> FastAPI:
         MemoryStore(database), service, settings.embedding_model, settings.memory_model
     )
     mcp_servers = McpServers(database)
-    toolbox = Toolbox(settings.agent_hosts, bases, memories, settings.agents_dir, mcp=mcp_servers)
+    sandboxes = Sandboxes(settings.agents_dir)
+    agent_definitions = Agents(database, sandboxes)
+    toolbox = Toolbox(settings.agent_hosts, bases, memories, sandboxes, mcp=mcp_servers)
     journal = Journal(database, audit)
     directory, quotas = Directory(database), Quotas(database.tokens_since)
     runner = Runner(journal, service, toolbox, directory.acting_user, quotas)
@@ -115,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool.start()
         await asyncio.to_thread(bases.sweep)  # before any upload can be in flight
+        await asyncio.to_thread(agent_definitions.sweep_sandboxes)  # before any run can write
         runner.resume()  # runs a stop or a crash cut short go on from their last step
         prober = asyncio.create_task(
             watch(fleet, router, placer, settings.fleet_probe_seconds, settings.node_concurrency)
@@ -151,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.knowledge = bases
     app.state.conversations = conversations
     app.state.memories = memories
-    app.state.agents = Agents(database)
+    app.state.agents = agent_definitions
     app.state.journal = journal
     app.state.runner = runner
     app.state.toolbox = toolbox

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from blackroad.identity.directory import limits_of
+from blackroad.identity.passwords import MIN_LENGTH
 from blackroad.identity.types import Role, Scope
 from blackroad.store.schema import ApiKey, Group, LimitColumns, User
 
@@ -39,14 +40,14 @@ class LimitsBody(Strict):
 class UserCreate(Strict):
     name: str = Name
     role: Role = "user"
-    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    password: str | None = Field(default=None, min_length=MIN_LENGTH, max_length=1024)
     limits: LimitsBody | None = None
     groups: list[str] = Field(default_factory=list, max_length=64)
 
 
 class UserUpdate(Strict):
     role: Role | None = None
-    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    password: str | None = Field(default=None, min_length=MIN_LENGTH, max_length=1024)
     disabled: bool | None = None
     limits: LimitsBody | None = None
 

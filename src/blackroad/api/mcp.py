@@ -4,6 +4,9 @@ Admins only because a stdio server is a command this machine runs. Listings
 show header and environment names, never their values (they hold tokens).
 ``GET /api/mcp/servers/{name}/tools`` connects to the server and lists what
 agents would be offered; a server that cannot be reached is a 503 naming it.
+``trusted`` (at creation, or ``PATCH``) is the admin's word that the
+server's read-only claims may be believed: only then do its read-only tools
+run without a person's approval.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ class McpServerCreate(Strict):
     env: dict[EntryName, Text] = Field(default_factory=dict, max_length=MAX_ENTRIES)
     url: str = Field(default="", max_length=MAX_URL)
     headers: dict[EntryName, Text] = Field(default_factory=dict, max_length=MAX_ENTRIES)
+    trusted: bool = False
+
+
+class McpServerChange(Strict):
+    trusted: bool
 
 
 @router.get("/servers")
@@ -54,6 +62,12 @@ async def add_server(body: McpServerCreate, request: Request) -> dict[str, Any]:
     server = McpServer(**body.model_dump())  # its own checks: names, URL, line breaks
     await run_in_threadpool(mcp_servers(request).add, server)
     return server.listing()
+
+
+@router.patch("/servers/{name}")
+async def change_server(name: str, body: McpServerChange, request: Request) -> dict[str, Any]:
+    changed = await run_in_threadpool(mcp_servers(request).set_trusted, name, body.trusted)
+    return changed.listing()
 
 
 @router.delete("/servers/{name}", status_code=204)

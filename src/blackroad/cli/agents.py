@@ -242,12 +242,14 @@ def remove(name: Name) -> None:
 
 @app.command("tools")
 def tools() -> None:
-    """List the built-in tools; one with side effects always waits for approval."""
+    """List the built-in tools; one with side effects, or sending data out, waits for approval."""
     with server_api() as api:
         found = checked(api.get("/api/agents/tools")).json()["tools"]
-    table = table_of("TOOL", "SIDE EFFECTS", "DESCRIPTION", overflow="fold")
+    table = table_of("TOOL", "APPROVAL", "DESCRIPTION", overflow="fold")
     for t in found:
-        table.add_row(t["name"], "yes" if t["side_effects"] else "no", Text(t["description"]))
+        why = "side effects" if t["side_effects"] else "sends data out"
+        approval = f"asks ({why})" if t["needs_approval"] else "runs"
+        table.add_row(t["name"], approval, Text(t["description"]))
     console.print(table)
 
 

@@ -2,6 +2,8 @@
 
 Admin work: a stdio server is a command the server's machine runs. Header
 and environment values are sent once and never shown again, only their names.
+A server's read-only claims are believed only once it is trusted (``--trusted``,
+or ``trust``): until then every tool of it waits for approval.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ def add(
     env: list[str] = typer.Option([], help="NAME=VALUE in the command's environment (repeat)."),
     url: str | None = typer.Option(None, help="Speak streamable HTTP to this URL instead."),
     header: list[str] = typer.Option([], help="NAME=VALUE sent with every HTTP request (repeat)."),
+    trusted: bool = typer.Option(
+        False, help="Believe its read-only claims: those tools run without approval."
+    ),
 ) -> None:
     """Register an MCP server: --command (stdio) or --url (streamable HTTP)."""
     if (command is None) == (url is None):
         fail("give either --command or --url")
-    body: dict[str, Any] = {"name": name}
+    body: dict[str, Any] = {"name": name, "trusted": trusted}
     if command is not None:
         body.update(transport="stdio", command=command, args=arg, env=_pairs(env, "--env"))
     else:
@@ -58,10 +63,11 @@ def list_servers() -> None:
     """List the MCP servers (header and environment names only, never values)."""
     with server_api() as api:
         servers = checked(api.get("/api/mcp/servers")).json()["servers"]
-    table = table_of("NAME", "TRANSPORT", "COMMAND OR URL", "SECRETS", overflow="fold")
+    table = table_of("NAME", "TRANSPORT", "COMMAND OR URL", "SECRETS", "TRUSTED", overflow="fold")
     for server in servers:
-        secrets = server.get("env") or server.get("headers") or []
-        table.add_row(server["name"], server["transport"], _target(server), ", ".join(secrets))
+        secrets = ", ".join(server.get("env") or server.get("headers") or [])
+        trusted = "yes" if server["trusted"] else "no"
+        table.add_row(server["name"], server["transport"], _target(server), secrets, trusted)
     console.print(table)
 
 
@@ -74,6 +80,18 @@ def tools(name: str) -> None:
     for tool in listed:
         table.add_row(tool["name"], "yes" if tool["side_effects"] else "no", tool["description"])
     console.print(table)
+
+
+@app.command("trust")
+def trust(
+    name: str,
+    undo: bool = typer.Option(False, "--undo", help="Stop believing its read-only claims."),
+) -> None:
+    """Trust an MCP server's read-only claims: its read-only tools run without approval."""
+    with server_api() as api:
+        checked(api.patch(f"/api/mcp/servers/{name}", json={"trusted": not undo}))
+    state = "no longer trusted: every tool of it asks" if undo else "trusted"
+    console.print(f"MCP server {name!r} {state}", highlight=False)
 
 
 @app.command("rm")

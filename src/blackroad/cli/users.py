@@ -20,6 +20,7 @@ from blackroad.cli.client import console, fail
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
 from blackroad.identity.directory import Directory
+from blackroad.identity.passwords import MIN_LENGTH
 from blackroad.identity.types import Limits, Role, Scope
 from blackroad.store.database import Database
 from blackroad.store.schema import LimitColumns
@@ -111,7 +112,7 @@ def list_users() -> None:
 
 @users.command("disable")
 def disable_user(name: str) -> None:
-    """Disable a user: every key of theirs is refused from the next request on."""
+    """Disable a user: every key of theirs is refused from the next request on, sessions end."""
     run(lambda d: d.update_user(name, disabled=True))
     console.print(f"disabled '{name}'")
     audited()
@@ -122,6 +123,29 @@ def enable_user(name: str) -> None:
     """Enable a disabled user again."""
     run(lambda d: d.update_user(name, disabled=False))
     console.print(f"enabled '{name}'")
+    audited()
+
+
+@users.command("role")
+def set_role(name: str, role: str = typer.Argument(..., help="admin or user.")) -> None:
+    """Make a user an admin or a user: their sessions end, their keys keep only what the role
+    allows, from the next request on."""
+    if role not in ("admin", "user"):
+        fail("role must be admin or user")
+    chosen: Role = "admin" if role == "admin" else "user"
+    run(lambda d: d.update_user(name, role=chosen))
+    console.print(f"'{name}' is now {'an admin' if chosen == 'admin' else 'a user'}")
+    audited()
+
+
+@users.command("password")
+def set_password(name: str) -> None:
+    """Set a user's password, read from standard input: their sessions end, their keys go on."""
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_LENGTH:
+        fail(f"a password has at least {MIN_LENGTH} characters")
+    run(lambda d: d.update_user(name, password=password))
+    console.print(f"new password for '{name}'; their sessions are ended")
     audited()
 
 

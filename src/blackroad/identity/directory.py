@@ -5,6 +5,14 @@ A key is ``br-`` plus 32 random bytes (base64url). Only its SHA-256 is kept
 its first 12 characters, the prefix people see in listings and logs. Lookup
 is by prefix, then a constant-time comparison of hashes.
 
+A key's rights never outlive its user's: what a request may do is the key's
+scopes intersected with what the user's current role allows, read on every
+request, so a demoted admin's admin key loses the admin scope on the very
+next request. A session (a key ``log_in`` made for a name and a password)
+ends when its user's role changes, when they are disabled and when their
+password changes; the API keys they made go on (with their scopes cut to
+the role), since a script's key is not a login.
+
 Groups give their members access to models. A user in no group may use
 every model; a user in groups may use the models of any of them (a group
 without a model list gives every model); admins may use every model. A key's
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,7 +81,7 @@ def _unknown_user_hash() -> str:
 
 
 def _role_scopes(role: str) -> tuple[Scope, ...]:
-    """What a session of a user in ``role`` may do: everything for an admin."""
+    """What a user in ``role`` may do at most, whatever their keys say: everything for an admin."""
     return SCOPES if role == "admin" else ("inference",)
 
 
@@ -190,6 +198,13 @@ class Directory:
             raise InvalidRequest(f"role must be admin or user, not {role!r}", param="role")
         with self.database.session() as session, session.begin():
             user = self._user(session, name)
+            # A new role, a new password or disabling ends every session of theirs, in the
+            # same transaction: the next request of a session opened before is refused.
+            ends_sessions = (
+                (role is not None and role != user.role)
+                or password is not None
+                or (disabled is True and not user.disabled)
+            )
             if role is not None:
                 user.role = role
             if password is not None:
@@ -197,6 +212,16 @@ class Directory:
             if disabled is not None:
                 user.disabled = disabled
             _apply_limits(user, limits or {})
+            if ends_sessions:
+                session.execute(
+                    update(ApiKey)
+                    .where(
+                        ApiKey.user_id == user.id,
+                        ApiKey.session.is_(True),
+                        ApiKey.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=datetime.now(UTC))
+                )
 
     # -- groups ------------------------------------------------------------
 
@@ -285,15 +310,18 @@ class Directory:
         models: Sequence[str] | None = None,
         expires_at: datetime | None = None,
         limits: dict[str, int | None] | None = None,
+        *,
+        session: bool = False,
     ) -> NewKey:
+        """A new key of ``user``; ``session``: a login's, ended by a change of the user's rights."""
         unknown = set(scopes) - set(SCOPES)
         if unknown or not scopes:
             raise InvalidRequest(f"scopes must be among {', '.join(SCOPES)}", param="scopes")
         allowed = None if models is None else model_patterns(models)
         secret = f"br-{secrets.token_urlsafe(32)}"
         prefix = secret[:KEY_PREFIX_LENGTH]
-        with self.database.session() as session, session.begin():
-            owner = self._user(session, user)
+        with self.database.session() as db, db.begin():
+            owner = self._user(db, user)
             if "admin" in scopes and owner.role != "admin":
                 raise InvalidRequest("only an admin's key can have the admin scope", "scopes")
             key = ApiKey(
@@ -306,9 +334,10 @@ class Directory:
                 expires_at=expires_at,
                 revoked_at=None,
                 created_at=datetime.now(UTC),
+                session=session,
             )
             _apply_limits(key, limits or {})
-            session.add(key)
+            db.add(key)
         return NewKey(secret, prefix)
 
     def key(self, prefix: str, owner: str | None = None) -> tuple[ApiKey, str]:
@@ -364,7 +393,11 @@ class Directory:
         if not verify_password(password, stored or _unknown_user_hash()) or user is None:
             raise Unauthorized("Incorrect user name or password.")
         return self.create_key(
-            name, "session", _role_scopes(user.role), expires_at=datetime.now(UTC) + lifetime
+            name,
+            "session",
+            _role_scopes(user.role),
+            expires_at=datetime.now(UTC) + lifetime,
+            session=True,
         )
 
     def authenticate(self, secret: str) -> Principal:
@@ -380,8 +413,9 @@ class Directory:
         expires_at = row["expires_at"]
         if expires_at is not None and _stored_time(expires_at) <= datetime.now(UTC):
             raise Unauthorized("This API key has expired.")
-        scopes = frozenset(s for s in SCOPES if s in json.loads(row["scopes"]))
-        return _principal(row, scopes, key=True)
+        # Never more than the user's role allows now, whatever the key was made with.
+        granted = set(json.loads(row["scopes"])) & set(_role_scopes(row["role"]))
+        return _principal(row, frozenset(s for s in SCOPES if s in granted), key=True)
 
     def acting_user(self, name: str) -> Principal:
         """User ``name`` acting without a key, as their agent runs do.

@@ -14,6 +14,7 @@ import secrets
 # 2**14 x 8 x 128 bytes = 16 MiB of memory per hash: costly to brute-force,
 # still fast enough (tens of ms) for a login on a Pi.
 _N, _R, _P = 2**14, 8, 1
+MIN_LENGTH = 8  # characters, wherever a password is set
 
 
 def hash_password(password: str) -> str:

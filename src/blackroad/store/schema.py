@@ -83,6 +83,8 @@ class ApiKey(LimitColumns, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Made by a login (name and password): ended when its user's rights change.
+    session: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Group(Base):

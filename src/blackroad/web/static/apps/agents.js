@@ -168,7 +168,7 @@ class Agents {
     const toolRows = this.tools.map((tool) => {
       const use = element("input", { type: "checkbox", id: uniqueId("agent-tool"), checked: value.tools.includes(tool.name), value: tool.name });
       const policy = element("select", { "aria-label": `Approval for ${tool.name}` },
-        element("option", { value: "" }, tool.side_effects ? "asks (side effects)" : "runs"),
+        element("option", { value: "" }, tool.side_effects ? "asks (side effects)" : tool.needs_approval ? "asks (sends data out)" : "runs"),
         element("option", { value: "ask", selected: value.approval[tool.name] === "ask" }, "ask"),
         element("option", { value: "deny", selected: value.approval[tool.name] === "deny" }, "deny"));
       return { tool, use, policy, row: element("li", { class: "row agents-tool" }, use,
