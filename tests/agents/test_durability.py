@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.support.agents import Agents, audit_records
+from tests.support.agents import Agents, audit_records, sandbox_of
 from tests.support.server import running_server
 
 HOSTILE = (
@@ -66,13 +66,6 @@ def test_a_run_killed_mid_way_resumes_without_running_a_completed_call_again(
             assert executions[step["call_id"]] == 1
 
 
-def _sandbox(home: Path, agent_id: int) -> Path:
-    """The agent's sandbox directory, as its row names it."""
-    with sqlite3.connect(home / "blackroad.db") as db:
-        (name,) = db.execute("SELECT sandbox FROM agents WHERE id = ?", (agent_id,)).fetchone()
-    return home / "agents" / str(name)
-
-
 def test_a_pending_approval_survives_a_restart_and_approving_runs_the_call(
     tmp_path: Path,
 ) -> None:
@@ -89,7 +82,7 @@ def test_a_pending_approval_survives_a_restart_and_approving_runs_the_call(
         assert pending["run"]["id"] == run["id"]
         step = pending["step"]
         assert step["status"] == "awaiting_approval" and step["name"] == "write_file"
-        sandbox = _sandbox(server.home, agent["id"])
+        sandbox = sandbox_of(server.home, agent["id"])
         assert not (sandbox / step["input"]["path"]).exists()  # nothing ran before the decision
         decided = agents.http.post(
             f"/api/agents/runs/{run['id']}/steps/{step['id']}/decision", json={"approve": True}
@@ -112,7 +105,7 @@ def test_a_rejected_call_is_not_run_and_the_model_is_told_why(tmp_path: Path) ->
     with running_server(tmp_path) as server, Agents(server.url) as agents:
         agent = agents.create(name="pruner", tools=["delete_file"], tool_choice=["delete_file"],
                               max_steps=1)  # fmt: skip
-        sandbox = _sandbox(server.home, agent["id"])
+        sandbox = sandbox_of(server.home, agent["id"])
         sandbox.mkdir(parents=True)
         for name in ("a.txt", "b.txt", "notes.txt"):
             (sandbox / name).write_text("keep me")
@@ -140,7 +133,7 @@ def test_a_tool_s_output_cannot_change_the_tools_or_the_approval_policy(tmp_path
             name="reader", tools=["read_file", "delete_file"], max_steps=3,
             tool_choice=["read_file", "delete_file", "auto"],
         )  # fmt: skip
-        sandbox = _sandbox(server.home, agent["id"])
+        sandbox = sandbox_of(server.home, agent["id"])
         sandbox.mkdir(parents=True)
         (sandbox / "orders.txt").write_text(HOSTILE)
         run = agents.run(agent, "Read orders.txt and tidy up.")

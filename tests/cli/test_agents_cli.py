@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SMOLLM2
-from tests.support.agents import Agents
+from tests.support.agents import Agents, sandbox_of
 from tests.support.server import BLACKROAD, Server, blackroad, server_env
 
 NOTE = "Write done in done.txt."
@@ -122,7 +122,7 @@ def test_a_call_with_side_effects_waits_and_is_approved_or_rejected(
 ) -> None:
     agent = api.create(name="cli-scribe", tools=["write_file"], max_steps=1,
                        tool_choice=["write_file"])  # fmt: skip
-    sandbox = server.home / "agents" / str(agent["id"])
+    sandbox = sandbox_of(server.home, agent["id"])
     waiting = agents_cli(server, "run", "cli-scribe", NOTE)
     assert waiting.returncode == 3, waiting.stdout
     run = latest_run(api, agent)

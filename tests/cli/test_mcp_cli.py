@@ -15,6 +15,12 @@ def run(server: Server, *args: str, code: int = 0) -> str:
     return result.stdout
 
 
+def side_effects(tools: str) -> dict[str, str]:
+    """``mcp tools``' SIDE EFFECTS column of the test server's add and write_note."""
+    rows = {line.split()[0]: line.split()[1] for line in tools.splitlines()[1:] if line.strip()}
+    return {name: rows[name] for name in rows if name.endswith(("__add", "__write_note"))}
+
+
 def test_add_list_tools_and_remove_a_stdio_server(server: Server, tmp_path: Path) -> None:
     notes = f"NOTES_FILE={tmp_path / 'notes.txt'}"
     added = run(server, "add", "local", "--command", sys.executable, "--arg", str(SCRIPT),
@@ -22,10 +28,17 @@ def test_add_list_tools_and_remove_a_stdio_server(server: Server, tmp_path: Path
     assert "added MCP server 'local' (stdio)" in added
     listed = run(server, "list")
     assert "local" in listed and "API_TOKEN, NOTES_FILE" in listed and "s3cret" not in listed
+    assert listed.splitlines()[1].split()[-1] == "no"  # not trusted until an admin says so
+    untrusted = side_effects(run(server, "tools", "local"))
+    assert untrusted == {"local__add": "yes", "local__write_note": "yes"}
+    assert "trusted" in run(server, "trust", "local")
+    assert run(server, "list").splitlines()[1].split()[-1] == "yes"
     tools = run(server, "tools", "local")
-    rows = {line.split()[0]: line.split()[1] for line in tools.splitlines()[1:] if line.strip()}
-    assert rows["local__add"] == "no" and rows["local__write_note"] == "yes"
+    assert side_effects(tools) == {"local__add": "no", "local__write_note": "yes"}
     assert "Add two numbers." in tools
+    assert "no longer trusted" in run(server, "trust", "local", "--undo")
+    assert side_effects(run(server, "tools", "local"))["local__add"] == "yes"
+    assert "no MCP server named 'nope'" in run(server, "trust", "nope", code=1)
     assert "already exists" in run(server, "add", "local", "--command", "x", code=1)
     assert "removed MCP server 'local'" in run(server, "rm", "local")
     assert "local" not in run(server, "list")

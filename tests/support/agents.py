@@ -94,6 +94,13 @@ def read_events(response: httpx.Response) -> list[Event]:
     return events
 
 
+def sandbox_of(home: Path, agent_id: int) -> Path:
+    """The sandbox directory of the agent ``agent_id`` of the server in ``home``."""
+    with sqlite3.connect(home / "blackroad.db") as db:
+        (name,) = db.execute("SELECT sandbox FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    return home / "agents" / str(name)
+
+
 def audit_records(home: Path) -> list[dict[str, Any]]:
     """Every audit record the server in ``home`` has committed, oldest first."""
     with sqlite3.connect(home / "blackroad.db") as db:
