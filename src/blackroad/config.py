@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blackroad.bounded import Bounds
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -135,6 +137,29 @@ class Settings:
     # The hosts (``host`` or ``host:port``, comma-separated) agents' HTTP tools may
     # reach; none by default. Set by the administrator, never by an agent.
     agent_http_hosts: str = ""
+    # Work that requests and files control (chat templates from requests, Modelfiles
+    # and GGUFs; JSON schemas to grammars; the agents' calculator; the text of
+    # uploaded documents) runs in helper processes (blackroad/bounded.py): this
+    # many at once, each limited to work_memory_bytes of address space, each task
+    # killed past its time limit below (422 to the caller).
+    work_processes: int = Bounds.processes
+    work_memory_bytes: int = Bounds.memory_bytes
+    template_seconds: float = Bounds.template_seconds
+    grammar_seconds: float = Bounds.grammar_seconds
+    calculator_seconds: float = Bounds.calculator_seconds
+    extract_seconds: float = Bounds.extract_seconds
+
+    @property
+    def bounds(self) -> Bounds:
+        """The limits of the helper processes for untrusted work."""
+        return Bounds(
+            processes=self.work_processes,
+            memory_bytes=self.work_memory_bytes,
+            template_seconds=self.template_seconds,
+            grammar_seconds=self.grammar_seconds,
+            calculator_seconds=self.calculator_seconds,
+            extract_seconds=self.extract_seconds,
+        )
 
     @property
     def models_dir(self) -> Path:

@@ -6,7 +6,8 @@ place per protocol and never in business code.
 
     BlackRoadError
     ├── InvalidRequest      400  (``param`` names the offending field)
-    │   └── ContextLengthExceeded
+    │   ├── ContextLengthExceeded
+    │   └── LimitExceeded   422  (the work it asks for passed a bound: time, memory, output)
     ├── Unauthorized        401
     ├── Forbidden           403
     ├── NotFound            404  (a user, group or key)
@@ -46,6 +47,13 @@ class InvalidRequest(BlackRoadError):
 
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class LimitExceeded(InvalidRequest):
+    """Well-formed, but the work it asks for went past a bound (``bounded.py``)."""
+
+    status_code = 422
+    code = "limit_exceeded"
 
 
 class Unauthorized(BlackRoadError):

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
-from blackroad import __version__
+from blackroad import __version__, bounded
 from blackroad.agents.definitions import Agents
 from blackroad.agents.journal import Journal
 from blackroad.agents.mcp import McpServers
@@ -79,6 +79,7 @@ def router_loads(router: Router) -> list[NodeLoad]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    bounded.configure(settings.bounds)
     database = Database(settings.database_path)
     options = LlamaCppOptions(
         n_ctx=settings.num_ctx,
@@ -134,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
         await runner.close()  # before the records are signed: its steps are audited
         await asyncio.to_thread(audit.checkpoint)  # the last records, signed on the way out
         await service.close()
+        bounded.close()
         database.close()
 
     # No /docs or /redoc: their pages load scripts from a CDN, and nothing here may.

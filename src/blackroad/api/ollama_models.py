@@ -72,7 +72,8 @@ async def create(body: CreateRequest, request: Request) -> Response | dict[str, 
             messages=[{"role": m.role, "content": m.content} for m in body.messages or []],
             license=list(licenses),
         )
-    work = manager(request).create(body.model_name, spec, body.files)
+    # Checked before the first status, in a thread: the Modelfile's template renders once.
+    work = await run_in_threadpool(manager(request).create, body.model_name, spec, body.files)
     return await _progress(request, work, body.stream)
 
 

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from blackroad.api.extension_types import BlackRoadChat
 from blackroad.engines.base import OLLAMA_SAMPLING, Message
+from blackroad.engines.grammar import check_schema, check_size
 from blackroad.errors import InvalidRequest
 from blackroad.service.inference import sampling_from_ollama
 from blackroad.service.tools import ToolPlan, plan, tool
@@ -108,7 +109,10 @@ Format = Literal["json"] | dict[str, Any] | None
 def json_schema(fmt: Format) -> dict[str, Any] | None:
     if fmt is None:
         return None
-    return {} if fmt == "json" else dict(fmt)
+    if fmt == "json":
+        return {}
+    check_schema(fmt, "format")
+    return dict(fmt)
 
 
 class _Inference(_Named):
@@ -202,6 +206,7 @@ class ChatRequest(_Inference):
         fields = super().overrides()
         tools_schema = self.tool_plan().schema()
         if tools_schema is not None:
+            check_size(tools_schema, "tools")  # each tool's schema was checked on its own
             fields["json_schema"] = tools_schema
         return fields
 

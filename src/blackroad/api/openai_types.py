@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blackroad.api.extension_types import BlackRoadChat
 from blackroad.engines.base import Message
+from blackroad.engines.grammar import check_schema, check_size
 from blackroad.errors import InvalidRequest
 from blackroad.service.tools import ToolPlan, plan, tool
 
@@ -236,6 +237,7 @@ class ChatCompletionRequest(SamplingFields):
     def json_schema(self) -> dict[str, Any] | None:
         tools_schema = self.tool_plan().schema()
         if tools_schema is not None:
+            check_size(tools_schema, "tools")  # each tool's schema was checked on its own
             return tools_schema
         fmt = self.response_format
         if fmt is None or fmt.type == "text":
@@ -247,7 +249,9 @@ class ChatCompletionRequest(SamplingFields):
                 "response_format of type json_schema needs a json_schema object",
                 param="response_format.json_schema",
             )
-        return fmt.json_schema.schema_ or {"type": "object"}
+        schema = fmt.json_schema.schema_ or {"type": "object"}
+        check_schema(schema, "response_format")
+        return schema
 
     def rendered_messages(self) -> list[Message]:
         """Messages as chat templates expect them: plain text, ``developer`` as ``system``,

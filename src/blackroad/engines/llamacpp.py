@@ -16,13 +16,13 @@ decode step, so a client that disconnects stops generation within one token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
-import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from blackroad.engines.base import (
     SamplingParams,
 )
 from blackroad.engines.batching import BatchDecoder, Generation
+from blackroad.engines.grammar import compile_grammar
 from blackroad.engines.history import fitted
 from blackroad.engines.queue import FairQueue
 from blackroad.errors import ContextLengthExceeded, InvalidRequest
@@ -75,18 +76,6 @@ _DONE = object()
 def _run_all(callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         callback()
-
-
-def compile_grammar(schema: Any) -> Any:
-    """A llama.cpp grammar for JSON output: any object for ``{}``, else the schema."""
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-    try:
-        if not schema:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except Exception as exc:  # the converter raises assorted errors on unsupported schemas
-        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 
 
 def tokenize_prompt(model: Any, prompt: str) -> list[int]:
@@ -374,12 +363,9 @@ class LlamaCppEngine(Engine):
         return await asyncio.shield(future)
 
     async def _stream(
-        self,
-        prompt: Callable[[Any], list[int]],
-        prompt_arg: str,
-        params: SamplingParams,
-        grammar: Any,
-    ) -> AsyncIterator[Chunk]:
+        self, prompt: Callable[[Any], list[int]], prompt_arg: str, params: SamplingParams
+    ) -> AsyncGenerator[Chunk, None]:
+        grammar = None if params.json_schema is None else await compile_grammar(params.json_schema)
         await self._queue.acquire()
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
@@ -411,7 +397,7 @@ class LlamaCppEngine(Engine):
 
     def _start(
         self, prompt: Callable[[Any], list[int]], prompt_arg: str, params: SamplingParams
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Check what can be checked at once, then queue the generation.
 
         ``prompt`` turns the loaded model into prompt tokens, on the worker thread.
@@ -422,8 +408,7 @@ class LlamaCppEngine(Engine):
                 f"{self.n_ctx} tokens",
                 param="max_tokens",
             )
-        grammar = None if params.json_schema is None else compile_grammar(params.json_schema)
-        return self._stream(prompt, prompt_arg, params, grammar)
+        return self._stream(prompt, prompt_arg, params)
 
     def stream_completion(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
         return self._start(lambda model: tokenize_prompt(model, prompt), "prompt", params)
@@ -438,11 +423,25 @@ class LlamaCppEngine(Engine):
     ) -> AsyncIterator[Chunk]:
         chat = self.template
         if template is not None:
-            chat = ChatTemplate.for_model(self.entry.metadata, template)
-        text = chat.render(messages, continue_final=continue_final)  # its errors come at once
+            chat = ChatTemplate.for_request(self.entry.metadata, template)
+        return self._chat(chat, messages, params, continue_final, truncate)
+
+    async def _chat(
+        self,
+        chat: ChatTemplate,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        continue_final: bool,
+        truncate: bool,
+    ) -> AsyncIterator[Chunk]:
+        # An untrusted template renders in a helper process, awaited: never on
+        # the event loop, and never on the worker thread while other sequences wait.
+        text = await chat.rendered(messages, continue_final=continue_final)
 
         def prompt(model: Any) -> list[int]:
             def tokens(kept: Sequence[Message]) -> list[int]:
+                # Only a chat too long for the context renders here, on the worker
+                # thread, each time within the template's bound.
                 return tokenize_prompt(model, chat.render(kept, continue_final=continue_final))
 
             whole = tokenize_prompt(model, text)
@@ -453,7 +452,10 @@ class LlamaCppEngine(Engine):
             return fitted(messages, tokens, self.n_ctx, reserve)
 
         stop = (*params.stop, *chat.stop)
-        return self._start(prompt, "messages", replace(params, stop=stop))
+        generation = self._start(prompt, "messages", replace(params, stop=stop))
+        async with contextlib.aclosing(generation) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def stream_infill(
         self, prefix: str, suffix: str, params: SamplingParams

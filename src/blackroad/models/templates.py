@@ -5,6 +5,14 @@ rendered the way llama.cpp and Hugging Face render it: a sandboxed,
 immutable Jinja environment with ``trim_blocks``/``lstrip_blocks``, the
 ``raise_exception`` and ``strftime_now`` helpers and a ``tojson`` filter.
 Models without a template get a named built-in one, chosen by architecture.
+
+Only the built-in templates (``templates/*.jinja``, shipped with BlackRoad)
+are rendered in this process. Any other (a GGUF's own, a Modelfile's, one
+sent with a request) is untrusted: the sandbox stops it reaching Python's
+insides but not looping, doubling a string or recursing for as long as it
+likes, so it is rendered in a helper process of ``blackroad.bounded``, within
+``Bounds.template_seconds``, the helper's memory limit and
+``MAX_PROMPT_BYTES`` of output.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from jinja2 import TemplateError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from blackroad import bounded
 from blackroad.errors import InvalidRequest
 from blackroad.models.types import GGUFMetadata
 
@@ -33,6 +42,15 @@ _BUILTIN_BY_ARCH = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma"}
 _BUILTIN_STOPS = {
     "gemma": ("<end_of_turn>", "<start_of_turn>"),
     "chatml": ("<|im_end|>", "<|im_start|>"),
+}
+# The largest prompt an untrusted template may render: more than any context holds.
+MAX_PROMPT_BYTES = 16 << 20
+# The templates that come from outside: what errors call each, and the request
+# field they point at.
+_UNTRUSTED = {
+    "gguf": ("the model's chat template", "messages"),
+    "modelfile": ("the Modelfile's template", "messages"),
+    "request": ("the request's template", "template"),
 }
 
 
@@ -68,11 +86,18 @@ def builtin_source(name: str) -> str:
 class ChatTemplate:
     """A compiled chat template plus the special tokens it refers to."""
 
-    name: str  # "gguf" for the model's own template, else the built-in's name
+    # "gguf" (the model's own), "modelfile", "request" (Ollama's ``template``),
+    # else the name of the built-in one
+    name: str
     source: str
     bos_token: str
     eos_token: str
     stop: tuple[str, ...] = ()
+
+    @classmethod
+    def for_request(cls, metadata: GGUFMetadata, source: str) -> ChatTemplate:
+        """The template a request sent (Ollama's ``template``) for this model."""
+        return cls("request", source, metadata.bos_token, metadata.eos_token)
 
     @classmethod
     def for_model(cls, metadata: GGUFMetadata, override: str | None = None) -> ChatTemplate:
@@ -90,6 +115,27 @@ class ChatTemplate:
             _BUILTIN_STOPS[name],
         )
 
+    @property
+    def trusted(self) -> bool:
+        """A built-in template (shipped with BlackRoad), so rendered in this process."""
+        return self.name in _BUILTIN_STOPS
+
+    def _request(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool
+    ) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "messages": list(messages),
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+        }
+
+    def _bounds(self) -> dict[str, Any]:
+        what, param = _UNTRUSTED.get(self.name, ("the chat template", "messages"))
+        seconds = bounded.pool().bounds.template_seconds
+        return {"seconds": seconds, "output_bytes": MAX_PROMPT_BYTES, "what": what, "param": param}
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -98,25 +144,68 @@ class ChatTemplate:
     ) -> str:
         """The prompt for ``messages``; with ``continue_final``, one that goes on with the last.
 
+        Blocks while an untrusted template renders in its helper: call it from
+        a thread that may wait (``rendered`` is the event loop's way).
+
         A continued assistant message is the turns before it, the opening of
         a new assistant turn, and its text so far: templates close every turn
         they render, so the message itself cannot go through the template.
         """
         if continue_final:
-            if not messages or messages[-1].get("role") != "assistant":
-                raise InvalidRequest("only an assistant message can be continued", param="messages")
-            head = self.render(messages[:-1], add_generation_prompt=True)
+            head = self.render(_head(messages), add_generation_prompt=True)
             return head + str(messages[-1].get("content") or "")
-        try:
-            return str(
-                _compile(self.source).render(
-                    messages=list(messages),
-                    add_generation_prompt=add_generation_prompt,
-                    bos_token=self.bos_token,
-                    eos_token=self.eos_token,
-                )
+        if self.trusted:
+            return _render(self._request(messages, add_generation_prompt))
+        return str(
+            bounded.pool().call(
+                RENDER_TASK, self._request(messages, add_generation_prompt), **self._bounds()
             )
-        except TemplateError as exc:
-            raise InvalidRequest(
-                f"the model's chat template rejected these messages: {exc}", param="messages"
-            ) from exc
+        )
+
+    async def rendered(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        continue_final: bool = False,
+    ) -> str:
+        """``render`` for the event loop: an untrusted template is awaited, never waited on."""
+        if continue_final:
+            head = await self.rendered(_head(messages), add_generation_prompt=True)
+            return head + str(messages[-1].get("content") or "")
+        if self.trusted:
+            return _render(self._request(messages, add_generation_prompt))
+        text = await bounded.pool().run(
+            RENDER_TASK, self._request(messages, add_generation_prompt), **self._bounds()
+        )
+        return str(text)
+
+
+def _head(messages: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """The turns before a continued assistant message."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise InvalidRequest("only an assistant message can be continued", param="messages")
+    return messages[:-1]
+
+
+def _render(request: dict[str, Any]) -> str:
+    try:
+        return str(
+            _compile(request["source"]).render(
+                messages=request["messages"],
+                add_generation_prompt=request["add_generation_prompt"],
+                bos_token=request["bos_token"],
+                eos_token=request["eos_token"],
+            )
+        )
+    except TemplateError as exc:
+        raise InvalidRequest(
+            f"the model's chat template rejected these messages: {exc}", param="messages"
+        ) from exc
+
+
+RENDER_TASK = f"{__name__}:render_task"
+
+
+def render_task(request: dict[str, Any], _: bytes) -> str:
+    """A helper's side of an untrusted template's rendering (``blackroad.bounded``)."""
+    return _render(request)

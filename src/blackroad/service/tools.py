@@ -38,6 +38,7 @@ from typing import Any, Literal
 import jsonschema
 
 from blackroad.engines.base import Message
+from blackroad.engines.grammar import check_schema
 from blackroad.errors import InvalidRequest
 
 ToolMode = Literal["none", "auto", "required"]
@@ -74,6 +75,7 @@ def tool(name: str, description: str | None, parameters: Any, param: str) -> Too
     schema = parameters if parameters else {"type": "object", "properties": {}}
     if not isinstance(schema, dict):
         raise InvalidRequest("a tool's parameters must be a JSON schema object", param=param)
+    check_schema(schema, param)  # its grammar must stay small enough to build and use
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
