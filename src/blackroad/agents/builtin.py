@@ -20,12 +20,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from blackroad import bounded
 from blackroad.agents.base import Tool, ToolContext, ToolError, ToolResult, object_schema
+from blackroad.errors import BlackRoadError
 
 MAX_EXPRESSION_LENGTH = 200
 MAX_EXPONENT = 1000
 MAX_DEPTH = 30
 MAX_MAGNITUDE = 1e100
+# round()'s digits: past a float's range they change nothing, and 10**digits is its cost.
+MAX_ROUND_DIGITS = 308
 MAX_FILE_BYTES = 1_000_000
 MAX_RESPONSE_BYTES = 1_000_000
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -78,8 +82,8 @@ def _evaluate(node: ast.AST, depth: int) -> float | int:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left = _evaluate(node.left, depth + 1)
         right = _evaluate(node.right, depth + 1)
-        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
-            raise ToolError(f"Exponents above {MAX_EXPONENT} are refused.", "expression")
+        if isinstance(node.op, ast.Pow):
+            _check_power(left, right)
         try:
             return _checked(_BINARY[type(node.op)](left, right))
         except ZeroDivisionError:
@@ -93,15 +97,36 @@ def _evaluate(node: ast.AST, depth: int) -> float | int:
         and not node.keywords
     ):
         arguments = [_evaluate(argument, depth + 1) for argument in node.args]
+        if node.func.id == "round" and len(arguments) == 2:
+            _check_digits(arguments[1])
         try:
             return _checked(_FUNCTIONS[node.func.id](*arguments))
-        except (ValueError, TypeError, OverflowError) as error:
+        except (ValueError, TypeError, OverflowError, ZeroDivisionError) as error:
             raise ToolError(f"{node.func.id}: {error}", "expression") from None
     raise ToolError(f"Not allowed in an expression: {ast.unparse(node)[:60]}", "expression")
 
 
+def _check_power(base: float | int, exponent: float | int) -> None:
+    """Refuse a power whose result would be too large before computing it (big ints cost)."""
+    if abs(exponent) > MAX_EXPONENT:
+        raise ToolError(f"Exponents above {MAX_EXPONENT} are refused.", "expression")
+    if exponent > 0 and abs(base) > 1 and exponent * math.log10(abs(base)) > 100:
+        raise ToolError("The result is too large.", "expression")
+
+
+def _check_digits(digits: float | int) -> None:
+    if isinstance(digits, int) and abs(digits) > MAX_ROUND_DIGITS:
+        raise ToolError(f"round() takes at most {MAX_ROUND_DIGITS} digits.", "expression")
+
+
 def evaluate(expression: str) -> float | int:
-    """The value of an arithmetic ``expression``; anything else is a ``ToolError``."""
+    """The value of an arithmetic ``expression``; anything else is a ``ToolError``.
+
+    Every operand and result stays within ``MAX_MAGNITUDE``, and the operations
+    that cost more than their operands' size (a power, round's digits) are
+    refused before they run, so an evaluation takes microseconds; the tool
+    still runs it in a helper process (``calculate``), bounded in time.
+    """
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise ToolError("The expression is too long.", "expression")
     try:
@@ -127,8 +152,33 @@ class Calculator(Tool):
     )
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        value = evaluate(arguments["expression"])
+        work = bounded.pool()
+        try:
+            answer = await work.run(
+                CALCULATE_TASK,
+                {"expression": arguments["expression"]},
+                seconds=work.bounds.calculator_seconds,
+                output_bytes=4096,
+                what="the expression",
+                param="expression",
+            )
+        except BlackRoadError as error:  # a bound passed, or no helper free
+            raise ToolError(f"{error.message}.", "expression") from None
+        if "error" in answer:
+            raise ToolError(answer["error"], answer["param"])
+        value = answer["value"]
         return ToolResult(str(value), {"value": value})
+
+
+CALCULATE_TASK = f"{__name__}:calculate"
+
+
+def calculate(args: dict[str, Any], _: bytes) -> dict[str, Any]:
+    """A helper's side of the calculator (``blackroad.bounded``): its value, or its refusal."""
+    try:
+        return {"value": evaluate(args["expression"])}
+    except ToolError as error:
+        return {"error": error.message, "param": error.param}
 
 
 class CurrentTime(Tool):
