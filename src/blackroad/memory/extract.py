@@ -11,11 +11,17 @@ Owns the text form of a document that a knowledge base chunks and indexes:
 - html list items as ``- item`` lines, table rows (html, docx) as cells joined
   by `` | ``, csv rows as ``column: value; column: value`` lines.
 
-Hostile files are refused, never trusted: a docx whose zip would decompress
-past ``MAX_DOCX_UNCOMPRESSED``, a PDF with more than ``MAX_PDF_PAGES`` pages, a
-text longer than ``max_characters`` (all ``PayloadTooLarge``); html is read by
-the standard library's parser, which keeps no stack, so nesting depth costs
-nothing; anything unreadable is an ``InvalidRequest`` naming the file.
+Hostile files are refused, never trusted: a docx whose zip has more than
+``MAX_DOCX_PARTS`` members, would decompress past ``MAX_DOCX_UNCOMPRESSED``, or
+has a member that inflates more than ``MAX_DOCX_RATIO`` times (a zip bomb), a
+PDF with more than ``MAX_PDF_PAGES`` pages, a text longer than
+``max_characters`` (all ``PayloadTooLarge``); anything unreadable is an
+``InvalidRequest`` naming the file. What no check up front can bound (pypdf's
+and python-docx's work on a crafted file, the quadratic cases of Python 3.11's
+``HTMLParser``, CVE-2025-6069) is bounded by where it runs: ``extracted``
+reads a document in a helper process of ``blackroad.bounded``, within
+``Bounds.extract_seconds`` and the helper's memory, its text sent back as bytes
+of at most 4 bytes per allowed character.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from itertools import zip_longest
 from pathlib import PurePath
+from typing import Any
 
 import docx
 import pypdf
@@ -36,6 +43,7 @@ from docx.styles.style import ParagraphStyle
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
+from blackroad import bounded
 from blackroad.errors import InvalidRequest, PayloadTooLarge
 
 TEXT = "text/plain"
@@ -50,6 +58,9 @@ HEADED = frozenset({MARKDOWN, HTML, DOCX})
 MAX_CHARACTERS = 10_000_000  # about 5,000 pages of prose
 MAX_PDF_PAGES = 5_000
 MAX_DOCX_UNCOMPRESSED = 128 * 1024 * 1024
+MAX_DOCX_PARTS = 4_096
+# Word's XML deflates 5-20 times; deflate can reach about 1,000 (a bomb's ratio).
+MAX_DOCX_RATIO = 200
 
 SUPPORTED = "txt, md, html, pdf, docx, csv"
 _EXTENSIONS = {
@@ -125,6 +136,46 @@ def headings(text: str) -> Iterator[Heading]:
             yield Heading(len(match["hashes"]), match["title"], match.start(), match.end())
 
 
+async def extracted(
+    data: bytes,
+    filename: str,
+    media_type: str | None = None,
+    *,
+    max_characters: int = MAX_CHARACTERS,
+) -> Extracted:
+    """``extract`` in a helper process, bounded in time, memory and output; for the event loop."""
+    work = bounded.pool("documents")
+    answer = await work.run(
+        EXTRACT_TASK,
+        {"filename": filename, "media_type": media_type, "max_characters": max_characters},
+        data,
+        seconds=work.bounds.extract_seconds,
+        output_bytes=4 * max_characters,  # UTF-8
+        what=f"reading the text of {filename}",
+        param="file",
+    )
+    header = answer.value if isinstance(answer, bounded.Blob) else answer
+    text = answer.data.decode() if isinstance(answer, bounded.Blob) else ""
+    return Extracted(
+        text=text,
+        media_type=header["media_type"],
+        pages=tuple(Page(*page) for page in header["pages"]),
+        title=header["title"],
+    )
+
+
+EXTRACT_TASK = f"{__name__}:extract_task"
+
+
+def extract_task(args: dict[str, Any], data: bytes) -> bounded.Blob:
+    """A helper's side of ``extracted``: the text as bytes, the rest as JSON."""
+    found = extract(data, args["filename"], args["media_type"],
+                    max_characters=args["max_characters"])  # fmt: skip
+    pages = [(page.number, page.start, page.end) for page in found.pages]
+    header = {"media_type": found.media_type, "pages": pages, "title": found.title}
+    return bounded.Blob(header, found.text.encode())
+
+
 def extract(
     data: bytes,
     filename: str,
@@ -177,6 +228,30 @@ def _is_docx(data: bytes) -> bool:
             return "word/document.xml" in archive.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def _check_zip(archive: zipfile.ZipFile, filename: str) -> None:
+    """Refuse a zip bomb before anything is inflated.
+
+    Reading a member stops at its declared size (and a larger one fails its
+    CRC), so the declared sizes bound what python-docx can inflate.
+    """
+    members = archive.infolist()
+    if len(members) > MAX_DOCX_PARTS:
+        raise PayloadTooLarge(f"{filename}: {len(members)} parts, more than {MAX_DOCX_PARTS}")
+    inflated = sum(member.file_size for member in members)
+    if inflated > MAX_DOCX_UNCOMPRESSED:
+        raise PayloadTooLarge(
+            f"{filename}: decompresses to {inflated} bytes, more than {MAX_DOCX_UNCOMPRESSED}"
+        )
+    for member in members:
+        ratio = member.file_size // max(member.compress_size, 1)
+        # Small parts may compress by any ratio harmlessly; a large one must look like XML.
+        if member.file_size > (1 << 20) and ratio > MAX_DOCX_RATIO:
+            raise PayloadTooLarge(
+                f"{filename}: its part {member.filename[:100]} inflates {ratio} times, more "
+                f"than {MAX_DOCX_RATIO} (a zip bomb)"
+            )
 
 
 def _too_long(filename: str, max_characters: int) -> PayloadTooLarge:
@@ -315,15 +390,9 @@ def _read_docx(data: bytes, filename: str, max_characters: int) -> Read:
     """Paragraphs and table rows in document order; heading styles become ``#`` lines."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            # Reading a member stops at its declared size (and a larger one fails
-            # its CRC), so the declared sizes bound what python-docx can inflate.
-            inflated = sum(member.file_size for member in archive.infolist())
+            _check_zip(archive, filename)
     except (zipfile.BadZipFile, OSError) as error:
         raise _unreadable(filename, "DOCX", f"not a zip file: {_reason(error)}") from error
-    if inflated > MAX_DOCX_UNCOMPRESSED:
-        raise PayloadTooLarge(
-            f"{filename}: decompresses to {inflated} bytes, more than {MAX_DOCX_UNCOMPRESSED}"
-        )
     # python-docx and lxml raise many kinds of exception on a damaged package.
     try:
         document = docx.Document(io.BytesIO(data))

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from blackroad.errors import Forbidden, InvalidRequest, NotFound
 from blackroad.memory import index
 from blackroad.memory.chunking import Chunk, chunk
-from blackroad.memory.extract import extract
+from blackroad.memory.extract import extracted
 from blackroad.store import sqlite
 from blackroad.store.database import Database
 from blackroad.store.objects import ObjectStore
@@ -310,8 +310,8 @@ class KnowledgeBases:
         current = await asyncio.to_thread(self._by_name, found.id, filename)
         if current is not None and current.sha256 == digest:
             return Ingested("unchanged", current)
-        extracted = await asyncio.to_thread(extract, data, filename)
-        chunks = await asyncio.to_thread(chunk, extracted, found.chunk_tokens, found.chunk_overlap)
+        document = await extracted(data, filename)  # in a helper, bounded
+        chunks = await asyncio.to_thread(chunk, document, found.chunk_tokens, found.chunk_overlap)
         if not chunks:
             raise InvalidRequest(
                 f"{filename}: no text to index (a scanned document needs OCR first)", "file"
@@ -320,14 +320,14 @@ class KnowledgeBases:
         await asyncio.to_thread(self.objects.put, data)
         fields = {
             "name": filename,
-            "media_type": extracted.media_type,
+            "media_type": document.media_type,
             "sha256": digest,
             "size": len(data),
-            "pages": len(extracted.pages) or None,
-            "characters": len(extracted.text),
-            "metadata": json.dumps({**({"title": extracted.title} if extracted.title else {}),
+            "pages": len(document.pages) or None,
+            "characters": len(document.text),
+            "metadata": json.dumps({**({"title": document.title} if document.title else {}),
                                     **(metadata or {})}),
-            "text": extracted.text,
+            "text": document.text,
         }  # fmt: skip
 
         def commit(connection: sqlite.Connection) -> tuple[int, list[str]]:
@@ -335,8 +335,8 @@ class KnowledgeBases:
 
         document_id, replaced = await asyncio.to_thread(self.database.write, commit)
         self._forget(replaced)
-        document = await asyncio.to_thread(self.document, user, found.id, document_id)
-        return Ingested("added" if current is None else "updated", document)
+        stored = await asyncio.to_thread(self.document, user, found.id, document_id)
+        return Ingested("added" if current is None else "updated", stored)
 
     def remove(self, user: str, ref: int | str, document_id: int) -> None:
         found = self.get(user, ref, "write")
