@@ -9,6 +9,8 @@ It serves ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``
 ``continue_final_message`` extension. The text is not a model's: it counts
 words (``w1 w2 ...``), one per token, ``--token-ms`` apart, so a test can
 tell exactly what a stream delivered and that nothing was lost or repeated.
+With ``--reply TEXT`` every chat answer is TEXT instead, in one piece: a
+model whose answer someone else wrote (a prompt injection), e.g. a tool call.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def words_after(text: str) -> int:
 
 
 def create_app(
-    model: str, api_key: str | None, token_seconds: float, log_requests: bool = False
+    model: str,
+    api_key: str | None,
+    token_seconds: float,
+    log_requests: bool = False,
+    reply: str | None = None,
 ) -> Starlette:
     async def checked(request: Request) -> dict[str, Any] | JSONResponse:
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -96,6 +102,8 @@ def create_app(
             prompt_tokens = len(prompt.split()) + 1
         limit = body.get("max_tokens") or WORDS_BY_DEFAULT
         pieces = [f"{' ' if start + i else ''}w{start + i + 1}" for i in range(limit)]
+        if chat and reply is not None:
+            limit, pieces = 1, [reply]
         reason = "length" if body.get("max_tokens") else "stop"
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": limit,
                  "total_tokens": prompt_tokens + limit}  # fmt: skip
@@ -180,8 +188,9 @@ def main() -> None:
     parser.add_argument("--api-key")
     parser.add_argument("--token-ms", type=float, default=5.0)
     parser.add_argument("--log-requests", action="store_true")
+    parser.add_argument("--reply")
     args = parser.parse_args()
-    app = create_app(args.model, args.api_key, args.token_ms / 1000, args.log_requests)
+    app = create_app(args.model, args.api_key, args.token_ms / 1000, args.log_requests, args.reply)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

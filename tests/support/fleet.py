@@ -69,11 +69,14 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
-def fake_vllm(home: Path, model: str, token_ms: float = 5.0) -> Node:
+def fake_vllm(home: Path, model: str, token_ms: float = 5.0, reply: str | None = None) -> Node:
+    """A fake vLLM serving ``model``; with ``reply``, every chat answer is that text."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "tests.support.fake_vllm", "--port", str(port),
                "--model", model, "--token-ms", str(token_ms), "--log-requests"]  # fmt: skip
+    if reply is not None:
+        command += ["--reply", reply]
     return Node(command, port, home / "vllm.log", ready_path="/health")
 
 
