@@ -19,6 +19,7 @@ from openai.types.chat import (
 
 from blackroad.service.tools import CallStream
 from tests.conftest import SMOLLM2
+from tests.support.same_text import read_ollama_prompt, read_prompt
 from tests.support.server import Server
 
 WEATHER_PARAMETERS: dict[str, Any] = {
@@ -195,22 +196,31 @@ def test_a_call_stream_gives_each_calls_start_then_its_arguments(size: int) -> N
     assert not CallStream().feed('{"content": "{\\"tool_calls\\": []}"}')  # text is no call
 
 
-HAIKU: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "Write a haiku about the sea."}
+# Asked alone for a haiku, smollm2 picks text over a call by 0.04 to 0.7 logits, less
+# than the batch shape moves them (tests/support/same_text.py). After two earlier answers
+# in the JSON that constrained them, it opens '{"' by 1.2 logits or more, then "content"
+# by 10 (measured on CPUs with and without AVX-512, in both APIs' renderings of TOOLS).
+MOON = "Silver light above,\nquiet on the sleeping hills,\nnight holds its breath."
+WIND = "Through the bending grass,\nan old voice without a face,\ncarries the spring rain."
+HAIKUS: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Write a haiku about the moon."},
+    {"role": "assistant", "content": json.dumps({"content": MOON})},
+    {"role": "user", "content": "Write a haiku about the wind."},
+    {"role": "assistant", "content": json.dumps({"content": WIND})},
+    {"role": "user", "content": "Write a haiku about the sea."},
 ]
 
 
 def test_openai_auto_text_answer_streams_as_content(client: openai.OpenAI) -> None:
-    # At temperature 0 smollm2 answers this one in text rather than with a call.
-    whole = client.chat.completions.create(
-        model=SMOLLM2, messages=HAIKU, tools=TOOLS, tool_choice="auto", **FIXED
-    )
+    request: dict[str, Any] = {
+        "model": SMOLLM2, "messages": HAIKUS, "tools": TOOLS, "tool_choice": "auto", **FIXED
+    }  # fmt: skip
+    read_prompt(client, **request)
+    whole = client.chat.completions.create(**request)
     message = whole.choices[0].message
     assert message.tool_calls is None and message.content
     assert not message.content.lstrip().startswith("{")  # the answer, not its JSON
-    streamed = client.chat.completions.create(
-        model=SMOLLM2, messages=HAIKU, tools=TOOLS, tool_choice="auto", stream=True, **FIXED
-    )
+    streamed = client.chat.completions.create(**request, stream=True)
     chunks = list(streamed)
     pieces = [
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
@@ -244,6 +254,7 @@ def test_openai_follow_up_with_tool_result_answers_in_text(client: openai.OpenAI
         },
         {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18, "sky": "clear"}'},
     ]
+    read_prompt(client, model=SMOLLM2, messages=follow_up, **FIXED)  # as with tools unoffered
     reply = client.chat.completions.create(
         model=SMOLLM2,
         messages=follow_up,
@@ -321,6 +332,7 @@ def test_ollama_tool_calls_have_object_arguments(ol: ollama.Client) -> None:
 
 def test_ollama_streamed_tool_calls(ol: ollama.Client) -> None:
     tools = [dict(t) for t in TOOLS]
+    read_ollama_prompt(ol, "chat", model=SMOLLM2, messages=OLLAMA_ASK, tools=tools, options=OPTIONS)
     parts = list(ol.chat(SMOLLM2, messages=OLLAMA_ASK, tools=tools, options=OPTIONS, stream=True))
     with_calls = [p for p in parts if p.message.tool_calls]
     assert len(with_calls) == 1 and not with_calls[0].done and parts[-1].done
@@ -330,8 +342,9 @@ def test_ollama_streamed_tool_calls(ol: ollama.Client) -> None:
 
 
 def test_ollama_text_answer_streams_as_content(ol: ollama.Client) -> None:
-    haiku = [{"role": "user", "content": "Write a haiku about the sea."}]
+    haiku = [dict(m) for m in HAIKUS]
     tools = [dict(t) for t in TOOLS]
+    read_ollama_prompt(ol, "chat", model=SMOLLM2, messages=haiku, tools=tools, options=OPTIONS)
     whole = ol.chat(SMOLLM2, messages=haiku, tools=tools, options=OPTIONS)
     assert whole.message.content and not whole.message.tool_calls
     parts = list(ol.chat(SMOLLM2, messages=haiku, tools=tools, options=OPTIONS, stream=True))
