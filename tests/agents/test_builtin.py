@@ -88,21 +88,14 @@ def test_calculator_refuses(expression: str, context: ToolContext) -> None:
     assert raised.value.param == "expression"
 
 
-@pytest.mark.parametrize(
-    ("expression", "reason"),
-    [
-        ("round(1, -10**8)", "round() takes at most 308 digits."),  # 10**(10**8) to round by
-        ("round(10**100, 10**8)", "round() takes at most 308 digits."),
-        ("(10**99) ** 999", "The result is too large."),  # refused before it is computed
-        ("9 ** 999 ** 1", "The result is too large."),
-    ],
-)
+@pytest.mark.parametrize("expression", ["round(1, -10**8)", "round(10**99, -5 * 10**7)"])
 def test_calculator_refuses_work_its_operands_do_not_show(
-    expression: str, reason: str, context: ToolContext
+    expression: str, context: ToolContext
 ) -> None:
+    """Rounding to -10**8 digits computes 10**(10**8): minutes, with small operands."""
     with pytest.raises(ToolError) as raised:
         call("calculator", {"expression": expression}, context)
-    assert raised.value.message == reason
+    assert raised.value.message == "round() takes at most 308 digits."
 
 
 def test_bad_arguments_are_refused_before_the_tool_runs(context: ToolContext) -> None:

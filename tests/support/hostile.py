@@ -73,24 +73,30 @@ SCHEMAS["size"] = (
 
 
 def docx_bomb() -> bytes:
-    """A docx whose 120 MB of valid XML (one empty paragraph after another) zips to ~120 KB.
+    """A real docx whose document is 120 MB of valid XML (empty paragraphs), zipped to ~120 KB.
 
-    Under the old 128 MB limit for the whole archive, it was parsed into some
-    17 million elements.
+    Under the old 128 MB limit for the whole archive, python-docx parsed it
+    into some 20 million elements.
     """
+    import docx
+
+    blank = io.BytesIO()
+    docx.Document().save(blank)
     buffer = io.BytesIO()
     namespace = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr(
-            "[Content_Types].xml",
-            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>',
-        )
-        with archive.open("word/document.xml", "w") as member:
-            member.write(f'<w:document xmlns:w="{namespace}"><w:body>'.encode())
-            chunk = b"<w:p/>" * (1 << 20)
+    with (
+        zipfile.ZipFile(blank) as template,
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+    ):
+        for member in template.infolist():
+            if member.filename != "word/document.xml":
+                archive.writestr(member, template.read(member))
+        with archive.open("word/document.xml", "w") as document:
+            document.write(f'<w:document xmlns:w="{namespace}"><w:body>'.encode())
+            paragraphs = b"<w:p/>" * (1 << 20)
             for _ in range(20):
-                member.write(chunk)
-            member.write(b"</w:body></w:document>")
+                document.write(paragraphs)
+            document.write(b"</w:body></w:document>")
     return buffer.getvalue()
 
 
