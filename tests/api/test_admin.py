@@ -13,7 +13,14 @@ import openai
 import pytest
 
 from tests.conftest import GEMMA3, MINILM, SMOLLM2
-from tests.support.server import BLACKROAD, Server, blackroad, running_server, server_env
+from tests.support.server import (
+    BLACKROAD,
+    HTTP_TIMEOUT,
+    Server,
+    blackroad,
+    running_server,
+    server_env,
+)
 
 HI: list[dict[str, str]] = [{"role": "user", "content": "Hi"}]
 EVERY = {SMOLLM2, GEMMA3, MINILM}  # the bundled models
@@ -171,7 +178,9 @@ def test_bad_admin_requests_get_a_precise_error(
 
 def test_users_manage_their_own_keys(secured: Server, admin: httpx.Client) -> None:
     mia = user_with_key(admin, "mia")
-    own = httpx.Client(base_url=secured.url, headers={"Authorization": f"Bearer {mia}"})
+    own = httpx.Client(
+        base_url=secured.url, headers={"Authorization": f"Bearer {mia}"}, timeout=HTTP_TIMEOUT
+    )
     me = own.get("/api/me").json()
     assert me["user"] == "mia" and me["scopes"] == ["inference"] and me["key_prefix"] == mia[:12]
     made = own.post("/api/keys", json={"name": "script", "limits": {"rpm": 5}})
@@ -188,21 +197,31 @@ def test_a_name_and_password_buy_a_session_key(secured: Server, admin: httpx.Cli
     login = httpx.post(
         f"{secured.url}/api/login",
         json={"name": "pia", "password": "correct horse battery", "expires_in": 600},
+        timeout=HTTP_TIMEOUT,
     )
     assert login.status_code == 201, login.text
     session = login.json()["key"]
-    me = httpx.get(f"{secured.url}/api/me", headers={"Authorization": f"Bearer {session}"})
+    me = httpx.get(
+        f"{secured.url}/api/me",
+        headers={"Authorization": f"Bearer {session}"},
+        timeout=HTTP_TIMEOUT,
+    )
     assert me.json()["user"] == "pia" and me.json()["scopes"] == ["inference"]
     keys = admin.get("/keys", params={"user": "pia"}).json()["keys"]
     assert [(k["name"], k["state"]) for k in keys] == [("session", "active")]
     assert keys[0]["expires_at"] is not None
     for name, password in (("pia", "wrong horse"), ("nobody", "correct horse battery")):
-        refused = httpx.post(f"{secured.url}/api/login", json={"name": name, "password": password})
+        refused = httpx.post(
+            f"{secured.url}/api/login",
+            json={"name": name, "password": password},
+            timeout=HTTP_TIMEOUT,
+        )
         assert refused.status_code == 401
         assert refused.json() == {"error": "Incorrect user name or password."}
     admin.patch("/users/pia", json={"disabled": True})
     again = {"name": "pia", "password": "correct horse battery"}
-    assert httpx.post(f"{secured.url}/api/login", json=again).status_code == 401
+    refused = httpx.post(f"{secured.url}/api/login", json=again, timeout=HTTP_TIMEOUT)
+    assert refused.status_code == 401
     assert "correct horse" not in secured.log.read_text()
 
 

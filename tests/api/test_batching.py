@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests.api.test_operations import scrape, value
 from tests.conftest import SMOLLM2
-from tests.support.server import Server
+from tests.support.server import HTTP_TIMEOUT, Server
 
 COUNTING: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Count from 1 to 50, separated by commas."}
@@ -66,7 +66,7 @@ def test_ps_and_metrics_report_the_prefix_cache(server: Server, client: openai.O
     capacity = value(after, "blackroad_prefix_cache_capacity_tokens", model=SMOLLM2)
     assert 0 < value(after, "blackroad_prefix_cache_tokens", model=SMOLLM2) <= capacity
 
-    loaded = httpx.get(f"{server.url}/api/ps").json()["models"]
+    loaded = httpx.get(f"{server.url}/api/ps", timeout=HTTP_TIMEOUT).json()["models"]
     entry = next(m for m in loaded if m["name"] == SMOLLM2)
     cache = entry["prefix_cache"]
     assert entry["parallel"] >= 1 and cache["capacity_tokens"] == capacity

@@ -10,7 +10,7 @@ import ollama
 import openai
 
 from tests.conftest import SMOLLM2
-from tests.support.server import Server
+from tests.support.server import HTTP_TIMEOUT, Server
 
 
 def test_a_conversation_is_started_continued_and_kept(server: Server) -> None:
@@ -54,10 +54,16 @@ def test_a_conversation_is_started_continued_and_kept(server: Server) -> None:
 
 def test_ollama_chat_recalls_memories_and_appends(server: Server) -> None:
     remembered = httpx.post(
-        f"{server.url}/api/memories", json={"text": "The user is allergic to penicillin."}
+        f"{server.url}/api/memories",
+        json={"text": "The user is allergic to penicillin."},
+        timeout=HTTP_TIMEOUT,
     )
     assert remembered.status_code == 201, remembered.text
-    httpx.post(f"{server.url}/api/memories", json={"text": "The user's car is a red Volvo."})
+    httpx.post(
+        f"{server.url}/api/memories",
+        json={"text": "The user's car is a red Volvo."},
+        timeout=HTTP_TIMEOUT,
+    )
     body = {
         "model": SMOLLM2,
         "messages": [{"role": "user", "content": "Which antibiotic must I avoid?"}],
@@ -68,7 +74,9 @@ def test_ollama_chat_recalls_memories_and_appends(server: Server) -> None:
         lines = [json.loads(line) for line in answer.iter_lines() if line]
     extension = lines[-1]["blackroad"]
     assert [m["id"] for m in extension["memories"]] == [remembered.json()["id"]]
-    stored = httpx.get(f"{server.url}/api/conversations/{extension['conversation']}").json()
+    stored = httpx.get(
+        f"{server.url}/api/conversations/{extension['conversation']}", timeout=HTTP_TIMEOUT
+    ).json()
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
     # What is stored is what the user wrote, not the prompt with memories put in.
     assert stored["messages"][0]["content"] == "Which antibiotic must I avoid?"

@@ -38,7 +38,7 @@ from blackroad.config import Settings
 from blackroad.web.vendor import SOURCE_MODULES, installed
 from tests.conftest import SMOLLM2
 from tests.support.agents import Agents
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 ALICE, BOB = "alice-7f3a", "bob-91c2"
 GROUP = "team-of-alice"
@@ -420,7 +420,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert document.status_code == 200, document.text
         found.things["document"] = document.json()["documents"][0]["document"]["id"]
         shared = httpx.put(
-            f"{base}/shares/{GROUP}", json={"permission": "read"}, headers=_auth(found.alice)
+            f"{base}/shares/{GROUP}",
+            json={"permission": "read"},
+            headers=_auth(found.alice),
+            timeout=HTTP_TIMEOUT,
         )
         assert shared.status_code == 200, shared.text
         # And an agent that has run once.
@@ -428,6 +431,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"{server.url}/api/agents/{found.things['agent']}/runs",
             json={"input": "Hi"},
             headers=_auth(found.alice),
+            timeout=HTTP_TIMEOUT,
         )
         assert run.status_code == 201, run.text
         found.things["run"] = run.json()["id"]
@@ -459,18 +463,21 @@ def _call(world: World, method: str, path: str, probe: Probe, key: str | None) -
 
 def _snapshot(world: World) -> tuple[Any, ...]:
     admin = _auth(world.root)
-    url = world.server.url
-    user = httpx.get(f"{url}/api/admin/users/{ALICE}", headers=admin).json()
-    keys = httpx.get(f"{url}/api/admin/keys", params={"user": ALICE}, headers=admin).json()
-    groups = httpx.get(f"{url}/api/admin/groups", headers=admin).json()
-    own = _auth(world.alice)  # what only A sees: her conversations and memories
-    chats = httpx.get(f"{url}/api/conversations", headers=own).json()
-    chat = httpx.get(f"{url}/api/conversations/{world.things['chat']}", headers=own).json()
-    memories = httpx.get(f"{url}/api/memories", headers=own).json()
-    base = f"{url}/api/kb/{world.things['kb']}"
-    bases = httpx.get(base, headers=own).json(), httpx.get(f"{base}/documents", headers=own).json()
-    agent = httpx.get(f"{url}/api/agents/{world.things['agent']}", headers=own).json()
-    run = httpx.get(f"{url}/api/agents/runs/{world.things['run']}", headers=own).json()
+    with httpx.Client(base_url=world.server.url, timeout=HTTP_TIMEOUT) as http:
+        user = http.get(f"/api/admin/users/{ALICE}", headers=admin).json()
+        keys = http.get("/api/admin/keys", params={"user": ALICE}, headers=admin).json()
+        groups = http.get("/api/admin/groups", headers=admin).json()
+        own = _auth(world.alice)  # what only A sees: her conversations and memories
+        chats = http.get("/api/conversations", headers=own).json()
+        chat = http.get(f"/api/conversations/{world.things['chat']}", headers=own).json()
+        memories = http.get("/api/memories", headers=own).json()
+        base = f"/api/kb/{world.things['kb']}"
+        bases = (
+            http.get(base, headers=own).json(),
+            http.get(f"{base}/documents", headers=own).json(),
+        )
+        agent = http.get(f"/api/agents/{world.things['agent']}", headers=own).json()
+        run = http.get(f"/api/agents/runs/{world.things['run']}", headers=own).json()
     return user, keys, groups, chats, chat, memories, bases, agent, run["status"]
 
 
@@ -508,12 +515,20 @@ def snapshot(world: World) -> tuple[Any, ...]:
 
 def test_usage_of_another_user_is_refused(world: World) -> None:
     answer = httpx.get(
-        f"{world.server.url}/api/usage", params={"user": ALICE}, headers=_auth(world.bob)
+        f"{world.server.url}/api/usage",
+        params={"user": ALICE},
+        headers=_auth(world.bob),
+        timeout=HTTP_TIMEOUT,
     )
     assert answer.status_code == 403
-    mine = httpx.get(f"{world.server.url}/api/usage", headers=_auth(world.alice))
+    mine = httpx.get(
+        f"{world.server.url}/api/usage", headers=_auth(world.alice), timeout=HTTP_TIMEOUT
+    )
     assert {row["user"] for row in mine.json()["usage"]} == {ALICE}
 
 
 def test_a_s_key_still_works_after_every_probe(world: World) -> None:
-    assert httpx.get(f"{world.server.v1}/models", headers=_auth(world.alice)).status_code == 200
+    models = httpx.get(
+        f"{world.server.v1}/models", headers=_auth(world.alice), timeout=HTTP_TIMEOUT
+    )
+    assert models.status_code == 200

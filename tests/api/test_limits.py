@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from blackroad.identity.directory import KEY_PREFIX_LENGTH
 from tests.conftest import SMOLLM2
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 STORY: list[ChatCompletionMessageParam] = [
@@ -226,7 +226,9 @@ def test_a_request_refused_for_its_scope_costs_no_quota(limited: Server) -> None
     key = new_key(limited, "no-admin", "--rpm", "1")
     for _ in range(3):
         response = httpx.get(
-            f"{limited.url}/api/admin/users", headers={"Authorization": f"Bearer {key}"}
+            f"{limited.url}/api/admin/users",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=HTTP_TIMEOUT,
         )
         assert response.status_code == 403, response.text
     chat(limited, key)

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import SMOLLM2
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 LOCK_SECONDS = 3
 
@@ -41,7 +41,9 @@ def new_key(server: Server, user: str) -> str:
 
 
 def get(server: Server, path: str, key: str) -> httpx.Response:
-    return httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {key}"})
+    return httpx.get(
+        f"{server.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=HTTP_TIMEOUT
+    )
 
 
 def refused_openai(response: httpx.Response) -> None:
@@ -80,7 +82,7 @@ def test_wrong_keys_lock_the_address_out_then_the_lock_expires(guarded: Server) 
     assert "failed authentication" in ollama_locked.json()["error"]
     assert int(ollama_locked.headers["retry-after"]) >= 1
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + HTTP_TIMEOUT  # a bound for a stuck log, not a speed test
     while "locked out 127.0.0.1" not in guarded.log.read_text():
         assert time.monotonic() < deadline, "the lockout was not logged"
         time.sleep(0.1)
@@ -88,8 +90,9 @@ def test_wrong_keys_lock_the_address_out_then_the_lock_expires(guarded: Server) 
     for secret in [valid, *wrong]:
         assert secret not in log
 
-    # Requests refused while locked out are not failures: the lock still ends on time.
-    deadline = time.monotonic() + LOCK_SECONDS + 10
+    # Requests refused while locked out are not failures: the lock still ends on time. (Were
+    # each refusal to extend it, this polling would hold it locked past any deadline.)
+    deadline = time.monotonic() + LOCK_SECONDS + HTTP_TIMEOUT
     while (response := get(guarded, "/v1/models", valid)).status_code == 429:
         assert time.monotonic() < deadline, "the lockout did not expire"
         time.sleep(0.2)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.mcp_tool_server import SCRIPT, TOKEN, http_server
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 SECRET = "env-s3cret"
 
@@ -163,7 +163,8 @@ def test_only_admins_reach_the_routes(
     keys: Keys, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     url = keys.server.url + path
-    assert httpx.request(method, url, json=body).status_code == 401
-    assert httpx.request(method, url, json=body, headers=_auth(keys.user)).status_code == 403
+    assert httpx.request(method, url, json=body, timeout=HTTP_TIMEOUT).status_code == 401
+    as_user = httpx.request(method, url, json=body, headers=_auth(keys.user), timeout=HTTP_TIMEOUT)
+    assert as_user.status_code == 403
     with keys.as_admin() as api:
         assert api.get("/api/mcp/servers").json() == {"servers": []}

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import MINILM, SMOLLM2
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 EMBEDDING_MODEL = MINILM
 MAX_BODY = 64 * 1024
@@ -261,5 +261,6 @@ def test_broken_and_oversized_bodies_are_refused_and_the_server_keeps_serving(
 
 def test_nothing_answers_without_a_key(users: Users) -> None:
     url = users.server.url
-    assert httpx.get(f"{url}/api/conversations").status_code == 401
-    assert httpx.post(f"{url}/api/memories", json={"text": "anonymous"}).status_code == 401
+    assert httpx.get(f"{url}/api/conversations", timeout=HTTP_TIMEOUT).status_code == 401
+    anonymous = httpx.post(f"{url}/api/memories", json={"text": "anonymous"}, timeout=HTTP_TIMEOUT)
+    assert anonymous.status_code == 401

@@ -22,7 +22,8 @@ import pytest
 
 from blackroad.models.bundled import bundled_models
 from tests.conftest import GEMMA3, SMOLLM2
-from tests.support.server import Server, running_server
+from tests.support.same_text import read_ollama_prompt
+from tests.support.server import HTTP_TIMEOUT, Server, running_server
 
 STORY = "Tell me a long story about a dragon and a knight."
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -115,11 +116,11 @@ def assert_expires(ol: ollama.Client, model: str, minutes: int) -> None:
 
 
 def test_root_says_ollama_is_running(server: Server) -> None:
-    got = httpx.get(server.url)
+    got = httpx.get(server.url, timeout=HTTP_TIMEOUT)
     assert (got.status_code, got.text) == (200, "Ollama is running")
-    head = httpx.head(server.url)
+    head = httpx.head(server.url, timeout=HTTP_TIMEOUT)
     assert head.status_code == 200 and head.content == b""
-    version = httpx.get(f"{server.url}/api/version").json()
+    version = httpx.get(f"{server.url}/api/version", timeout=HTTP_TIMEOUT).json()
     assert all(part.isdigit() for part in version["version"].split("."))
 
 
@@ -148,7 +149,7 @@ def test_show(ol: ollama.Client, server: Server, model: str, arch: str) -> None:
     assert shown.parameters is not None and "completion" in (shown.capabilities or [])
     if model == GEMMA3:
         assert 'stop            "<end_of_turn>"' in shown.parameters
-    legacy = httpx.post(f"{server.url}/api/show", json={"name": model})
+    legacy = httpx.post(f"{server.url}/api/show", json={"name": model}, timeout=HTTP_TIMEOUT)
     assert legacy.status_code == 200 and legacy.json()["template"] == shown.template
 
 
@@ -158,6 +159,7 @@ def test_show(ol: ollama.Client, server: Server, model: str, arch: str) -> None:
 @pytest.mark.parametrize("model", [SMOLLM2, GEMMA3])
 def test_generate_and_chat_final_objects(ol: ollama.Client, model: str) -> None:
     options = {"num_predict": 8, **GREEDY}
+    read_ollama_prompt(ol, "generate", model=model, prompt=STORY, options=options)
     generated = ol.generate(model=model, prompt=STORY, options=options)
     chatted = ol.chat(model=model, messages=[{"role": "user", "content": STORY}], options=options)
     for reply in (generated, chatted):
@@ -170,6 +172,7 @@ def test_generate_and_chat_final_objects(ol: ollama.Client, model: str) -> None:
 @pytest.mark.parametrize("endpoint", ["generate", "chat"])
 def test_stream_concatenates_to_the_whole(ol: ollama.Client, endpoint: str) -> None:
     options = {"num_predict": 24, **GREEDY}
+    ask(ol, endpoint, STORY, {**options, "num_predict": 1})  # as read_ollama_prompt does
     [whole], chunks = ask(ol, endpoint, STORY, options), ask(ol, endpoint, STORY, options, True)
     assert len(chunks) > 2 and [c.done for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert all(c.done_reason is None for c in chunks[:-1]) and text(chunks[-1]) == ""
@@ -419,7 +422,7 @@ def test_create_from_a_blob(ol: ollama.Client, server: Server, created: list[str
     path = bundled_models()[SMOLLM2]
     digest = ol.create_blob(path)
     assert digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 200
+    assert httpx.head(f"{server.url}/api/blobs/{digest}", timeout=HTTP_TIMEOUT).status_code == 200
     created.append("ollama-test-blob")
     progress = list(ol.create(model="ollama-test-blob", files={"model.gguf": digest},
                               stream=True))  # fmt: skip
@@ -448,7 +451,7 @@ def test_create_from_a_modelfile(
                          options={"num_predict": 12, "temperature": 0})  # fmt: skip
     assert text(mine) == text(pirate)
     body["modelfile"] = f"{modelfile}ADAPTER ./lora.gguf\n"  # LoRA adapters are not supported
-    refused = httpx.post(f"{server.url}/api/create", json=body)
+    refused = httpx.post(f"{server.url}/api/create", json=body, timeout=HTTP_TIMEOUT)
     assert refused.status_code == 400 and "ADAPTER" in refused.json()["error"]
 
 
@@ -467,9 +470,11 @@ def test_copy_and_delete(ol: ollama.Client, created: list[str]) -> None:
 
 def test_blob_with_a_wrong_digest_is_discarded(server: Server) -> None:
     digest = "sha256:" + hashlib.sha256(b"something else").hexdigest()
-    refused = httpx.post(f"{server.url}/api/blobs/{digest}", content=b"hello blob")
+    refused = httpx.post(
+        f"{server.url}/api/blobs/{digest}", content=b"hello blob", timeout=HTTP_TIMEOUT
+    )
     assert refused.status_code == 400 and "digest" in refused.json()["error"]
-    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 404
+    assert httpx.head(f"{server.url}/api/blobs/{digest}", timeout=HTTP_TIMEOUT).status_code == 404
 
 
 def test_chat_continues_a_final_assistant_message(ol: ollama.Client) -> None:

@@ -15,7 +15,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import GEMMA3, SMOLLM2
-from tests.support.server import Server
+from tests.support.same_text import read_prompt
+from tests.support.server import HTTP_TIMEOUT, Server
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 STORY: list[ChatCompletionMessageParam] = [
@@ -78,6 +79,7 @@ def test_streaming_chat_matches_non_streaming(client: openai.OpenAI) -> None:
         "max_tokens": 24,
         "temperature": 0,
     }
+    read_prompt(client, **kwargs)
     whole = client.chat.completions.create(**kwargs)
     chunks = list(
         client.chat.completions.create(
@@ -96,7 +98,9 @@ def test_streaming_chat_matches_non_streaming(client: openai.OpenAI) -> None:
 
 def test_stream_ends_with_done_and_no_usage_unless_asked(server: Server) -> None:
     body = {"model": SMOLLM2, "messages": HELLO, "max_tokens": 3, "stream": True}
-    with httpx.stream("POST", f"{server.v1}/chat/completions", json=body) as response:
+    with httpx.stream(
+        "POST", f"{server.v1}/chat/completions", json=body, timeout=HTTP_TIMEOUT
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"

@@ -17,7 +17,7 @@ import pytest
 from _pytest.mark import ParameterSet
 
 from tests.conftest import GEMMA3, SMOLLM2
-from tests.support.server import Server
+from tests.support.server import HTTP_TIMEOUT, Server
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -397,7 +397,10 @@ def test_still_generates_after_bad_input(client: openai.OpenAI) -> None:
 def test_json_is_parsed_only_when_declared(server: Server, content_type: str) -> None:
     body = json.dumps({"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}]})
     response = httpx.post(
-        f"{server.v1}/chat/completions", content=body, headers={"content-type": content_type}
+        f"{server.v1}/chat/completions",
+        content=body,
+        headers={"content-type": content_type},
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 400
     assert response.json()["error"]["message"] == (

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def test_chats_list_show_rename_export_delete(
         f"{server.url}/api/conversations",
         json={"messages": [{"role": "user", "content": "Plan a trip to Porto"}]},
         headers={"Authorization": f"Bearer {carol}"},
+        timeout=HTTP_TIMEOUT,
     ).json()
     ident = str(created["id"])
     listed = run(server, carol, "chats", "list")

@@ -6,10 +6,10 @@ llama-server and vLLM do, and Ollama's as Ollama does.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,12 +19,27 @@ from blackroad.engines.ollama_peer import OllamaPeer
 from blackroad.engines.openai_peer import OpenAIPeer
 from blackroad.engines.remote import RemoteEngine
 from blackroad.errors import InvalidRequest, ModelNotFound, NodeUnavailable
+from tests.api.test_openai import requests_table
 from tests.conftest import SMOLLM2
-from tests.support.server import Server, free_port
+from tests.support.server import HTTP_TIMEOUT, Server, free_port
+from tests.support.wait import until
 
 pytestmark = pytest.mark.anyio
 PEERS = [OpenAIPeer, OllamaPeer]
 HI = [{"role": "user", "content": "Say hello."}]
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
+
+
+def ps(server: Server) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{server.url}/api/ps", timeout=HTTP_TIMEOUT)
+    models: list[dict[str, Any]] = answer.json()["models"]
+    return models
+
+
+def completions_since(server: Server, seen: int) -> list[int]:
+    """The statuses of the node's completion requests recorded after its first ``seen``."""
+    paths = ("/v1/completions", "/api/generate")
+    return [r["status"] for r in requests_table(server)[seen:] if r["path"] in paths]
 
 
 async def collect(stream: AsyncIterator[Chunk]) -> tuple[str, Finish]:
@@ -108,16 +123,16 @@ async def test_a_node_that_is_down_is_node_unavailable() -> None:
 
 
 async def test_closing_a_peer_stream_frees_the_node(peer: RemoteEngine, server: Server) -> None:
-    long = peer.stream_chat(HI, SamplingParams(max_tokens=2000, temperature=0))
+    seen = len(requests_table(server))
+    # Counting, greedily: no end of text before max_tokens, so the node is still
+    # generating when its client leaves (a short answer could end first).
+    long = peer.stream_completion(COUNTING, SamplingParams(max_tokens=2000, temperature=0))
     await anext(long)
     assert peer.health().busy
     await long.aclose()  # type: ignore[attr-defined]
     assert not peer.health().busy
-    # The node's own engine runs nothing once its client went away.
-    async with httpx.AsyncClient(timeout=30) as http:
-        for _ in range(100):
-            models = (await http.get(f"{server.url}/api/ps")).json()["models"]
-            if all(m["active"] == 0 for m in models):
-                break
-            await asyncio.sleep(0.05)
-    assert all(m["active"] == 0 for m in models)
+    # The node saw its client leave mid-answer (499: tests/api/test_serving.py shows
+    # that this stops its engine), and its engine runs nothing.
+    until(lambda: bool(completions_since(server, seen)), what="the node's record of it")
+    assert completions_since(server, seen) == [499]
+    until(lambda: all(m["active"] == 0 for m in ps(server)), what="the node idle")

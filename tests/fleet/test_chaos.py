@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from tests.conftest import SMOLLM2
 from tests.fleet.test_routing import MODEL, records, until
 from tests.support.fleet import Node, fake_vllm, joined, node_key, started
-from tests.support.server import Server, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, running_server
 
 REQUESTS = 36
 WORKERS = 4
@@ -63,7 +63,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Server, list[Node], Node]]:
 
 def _serving(control: Server) -> int:
     """How many peers list the fleet's model, and are up."""
-    peers = httpx.get(control.url + "/api/fleet", timeout=10).json()["nodes"][1:]
+    peers = httpx.get(control.url + "/api/fleet", timeout=HTTP_TIMEOUT).json()["nodes"][1:]
     return sum(MODEL in p["models"] and p["state"] == "up" for p in peers)
 
 
@@ -161,7 +161,7 @@ def test_nodes_killed_under_load_lose_no_request(
 
 
 def _listed(control: Server) -> bool:
-    models = httpx.get(control.v1 + "/models", timeout=10).json()["data"]
+    models = httpx.get(control.v1 + "/models", timeout=HTTP_TIMEOUT).json()["data"]
     return MODEL in [m["id"] for m in models]
 
 
@@ -178,7 +178,7 @@ def test_a_killed_node_rejoins_by_itself(fleet: tuple[Server, list[Node], Node])
 
 
 def _state(control: Server, name: str) -> str:
-    nodes = httpx.get(control.url + "/api/fleet", timeout=10).json()["nodes"]
+    nodes = httpx.get(control.url + "/api/fleet", timeout=HTTP_TIMEOUT).json()["nodes"]
     return str(next(n["state"] for n in nodes if n["name"] == name))
 
 

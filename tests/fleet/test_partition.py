@@ -22,7 +22,7 @@ import pytest
 
 from tests.fleet.test_routing import CHAT, MODEL, counted, until
 from tests.support.fleet import Node, fake_vllm, started
-from tests.support.server import Server, free_port, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, free_port, running_server
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and ip netns"
@@ -113,5 +113,5 @@ def _add(control: Server, name: str, url: str) -> None:
 
 
 def _state(control: Server, name: str) -> str:
-    nodes = httpx.get(control.url + "/api/fleet", timeout=10).json()["nodes"]
+    nodes = httpx.get(control.url + "/api/fleet", timeout=HTTP_TIMEOUT).json()["nodes"]
     return str(next(n["state"] for n in nodes if n["name"] == name))

@@ -28,7 +28,7 @@ from blackroad.store.database import Database
 from tests.conftest import SMOLLM2
 from tests.fleet.test_routing import until
 from tests.support.fleet import Node, joined
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 PLACED = "team/placed:1"
 
@@ -70,7 +70,9 @@ def fleet(registry: Path, tmp_path: Path) -> Iterator[tuple[Server, list[Node]]]
 
 
 def _fleet(control: Server) -> list[dict[str, Any]]:
-    nodes: list[dict[str, Any]] = httpx.get(control.url + "/api/fleet", timeout=10).json()["nodes"]
+    nodes: list[dict[str, Any]] = httpx.get(
+        control.url + "/api/fleet", timeout=HTTP_TIMEOUT
+    ).json()["nodes"]
     return nodes[1:]
 
 
@@ -79,12 +81,13 @@ def _up(control: Server) -> int:
 
 
 def _routed(control: Server) -> list[str]:
-    listed = httpx.get(control.v1 + "/models", timeout=10).json()["data"]
+    listed = httpx.get(control.v1 + "/models", timeout=HTTP_TIMEOUT).json()["data"]
     return [model["id"] for model in listed]
 
 
 def _serving(control: Server) -> list[str]:
-    placements = httpx.get(control.url + "/api/fleet/placements", timeout=10).json()["placements"]
+    answer = httpx.get(control.url + "/api/fleet/placements", timeout=HTTP_TIMEOUT)
+    placements = answer.json()["placements"]
     assert [p["model"] for p in placements] == [PLACED]
     serving: list[str] = placements[0]["serving"]
     return serving

@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fleet import Node, fake_vllm, started
-from tests.support.server import Server, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, running_server
 
 MODEL = "fleet-model:1"  # served by the peers only: the control plane has no such file
 WORDS = 40
@@ -58,7 +58,7 @@ def clear(control: Server) -> None:
 
 
 def models(control: Server) -> list[str]:
-    return [m["id"] for m in httpx.get(control.v1 + "/models", timeout=10).json()["data"]]
+    return [m["id"] for m in httpx.get(control.v1 + "/models", timeout=HTTP_TIMEOUT).json()["data"]]
 
 
 def until(condition: Callable[[], bool], timeout: float = 30) -> None:
@@ -84,7 +84,8 @@ def fleet(control: Server, tmp_path: Path, request: pytest.FixtureRequest) -> It
 
 def control_name(control: Server) -> str:
     """The control plane's own name in the fleet (its host name, here)."""
-    name: str = httpx.get(control.url + "/api/fleet", timeout=10).json()["nodes"][0]["name"]
+    nodes = httpx.get(control.url + "/api/fleet", timeout=HTTP_TIMEOUT).json()["nodes"]
+    name: str = nodes[0]["name"]
     return name
 
 
@@ -118,7 +119,7 @@ def test_the_fleet_lists_and_serves_the_peers_models(control: Server, fleet: lis
     assert [v.embedding for v in vectors.data] == [[1.0, 0.0, 1.0], [1.0, 0.0, 2.0]]
     row = records(control, "/v1/chat/completions")[-1]
     assert row["node"].startswith("vllm-") and row["completion_tokens"] == 5
-    metrics = httpx.get(control.url + "/metrics", timeout=10).text
+    metrics = httpx.get(control.url + "/metrics", timeout=HTTP_TIMEOUT).text
     up = {
         sample.labels["node"]: sample.value
         for family in text_string_to_metric_families(metrics)
@@ -184,7 +185,7 @@ def test_three_of_seven_down_and_every_request_is_served(
 
 
 def _states(control: Server) -> list[str]:
-    nodes = httpx.get(control.url + "/api/fleet", timeout=10).json()["nodes"][1:]
+    nodes = httpx.get(control.url + "/api/fleet", timeout=HTTP_TIMEOUT).json()["nodes"][1:]
     return [n["state"] for n in nodes]
 
 

@@ -36,7 +36,7 @@ from blackroad.models.store import (
 from blackroad.store.database import Database
 from tests.conftest import SMOLLM2
 from tests.support.registry import RegistryServer, running_registry
-from tests.support.server import blackroad
+from tests.support.server import HTTP_TIMEOUT, blackroad
 
 NAME = "team/tiny:v1"
 pytestmark = pytest.mark.timeout(180)
@@ -310,10 +310,13 @@ def test_hostile_requests_are_refused_and_the_registry_keeps_serving(
 def test_read_only_and_keyed_registries(source: Source, http_registry: RegistryServer) -> None:
     digest = hashlib.sha256(b"x").hexdigest()
     with running_registry(http_registry.root, "--read-only") as read_only:
-        response = httpx.put(f"{read_only.url}/blobs/sha256-{digest}", content=b"x")
+        response = httpx.put(
+            f"{read_only.url}/blobs/sha256-{digest}", content=b"x", timeout=HTTP_TIMEOUT
+        )
         assert response.status_code == 403 and "read-only" in response.json()["error"]
     with running_registry(http_registry.root, api_key="sesame") as keyed:
-        assert httpx.get(f"{keyed.url}/manifests/team/tiny/v1").status_code == 401
+        manifest = httpx.get(f"{keyed.url}/manifests/team/tiny/v1", timeout=HTTP_TIMEOUT)
+        assert manifest.status_code == 401
         with pytest.raises(InvalidRequest, match="401"):
             HTTPRegistry(keyed.url, api_key="wrong").read_manifest(NAME)
         with contextlib.closing(open_registry(keyed.url, api_key="sesame")) as registry:

@@ -16,6 +16,10 @@ from pathlib import Path
 import httpx
 
 BLACKROAD = Path(sys.executable).parent / "blackroad"
+# Seconds an httpx request to a test server may take: on a loaded 2-core machine
+# (the suite, a model loading, other servers starting) even a plain GET can wait
+# far past httpx's 5 s default.
+HTTP_TIMEOUT = 120
 
 
 _handed_out: set[int] = set()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As root, in a machine with no network: no sandbox, no background connections to Google.
@@ -141,7 +141,9 @@ def session_key() -> Callable[[Server, str], str]:
 
     def key(server: Server, user: str) -> str:
         answer = httpx.post(
-            f"{server.url}/api/login", json={"name": user, "password": PASSWORDS[user]}
+            f"{server.url}/api/login",
+            json={"name": user, "password": PASSWORDS[user]},
+            timeout=HTTP_TIMEOUT,
         )
         assert answer.status_code == 201, answer.text
         secret: str = answer.json()["key"]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support.server import Server, blackroad
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad
 from tests.web.app_checks import SCREENSHOTS, Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import ADMIN, Desk, desk_server_in, open_app
 
@@ -64,6 +64,7 @@ def test_the_records_route_pages_newest_first_and_filters_by_kind(
     with httpx.Client(
         base_url=desk_server.url,
         headers={"Authorization": f"Bearer {session_key(desk_server, ADMIN)}"},
+        timeout=HTTP_TIMEOUT,
     ) as http:
         seen: list[int] = []
         page = http.get("/api/audit/records", params={"limit": 2}).json()

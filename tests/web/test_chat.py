@@ -9,7 +9,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.conftest import SMOLLM2
-from tests.support.server import Server
+from tests.support.server import HTTP_TIMEOUT, Server
 from tests.web.conftest import ADMIN, USER, Desk, open_app
 
 FACT = "The wombat registry of Lisbon is kept by Marta Quintela in room 7 of the old mill."
@@ -95,7 +95,9 @@ def test_an_answer_from_a_knowledge_base_cites_its_passage(
 ) -> None:
     server = desk.server
     headers = {"Authorization": f"Bearer {session_key(server, ADMIN)}"}
-    base = httpx.post(f"{server.url}/api/kb", json={"name": "mill-records"}, headers=headers)
+    base = httpx.post(
+        f"{server.url}/api/kb", json={"name": "mill-records"}, headers=headers, timeout=HTTP_TIMEOUT
+    )
     assert base.status_code == 201, base.text
     uploaded = httpx.post(
         f"{server.url}/api/kb/{base.json()['id']}/documents",

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from blackroad.web.vendor import SOURCE_MODULES, VENDOR_FILES, installed
-from tests.support.server import Server, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, running_server
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
@@ -93,9 +93,9 @@ def test_nothing_outside_the_static_files_is_served(http: httpx.Client, path: st
 
 def test_without_node_modules_the_desktop_runs_and_the_log_says_so(tmp_path: Path) -> None:
     with running_server(tmp_path / "home", web_modules=str(tmp_path / "nothing")) as server:
-        manifest = httpx.get(f"{server.url}/desktop/manifest.json").json()
+        manifest = httpx.get(f"{server.url}/desktop/manifest.json", timeout=HTTP_TIMEOUT).json()
         assert manifest["vendor"] == {}
         assert "/desktop/apps/chat.js" in manifest["apps"]
-        assert httpx.get(server.url, headers=HTML).status_code == 200
+        assert httpx.get(server.url, headers=HTML, timeout=HTTP_TIMEOUT).status_code == 200
         log = server.log.read_text()
     assert "npm ci" in log and "plain text" in log

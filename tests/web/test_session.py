@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from blackroad.api.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
-from tests.support.server import Server
+from tests.support.server import HTTP_TIMEOUT, Server
 from tests.web.conftest import ADMIN, PASSWORDS, USER
 
 
@@ -21,7 +21,9 @@ def session(server: Server, user: str) -> tuple[httpx.Client, str, SimpleCookie]
     here sends them itself.
     """
     answer = httpx.post(
-        f"{server.url}/api/session", json={"name": user, "password": PASSWORDS[user]}
+        f"{server.url}/api/session",
+        json={"name": user, "password": PASSWORDS[user]},
+        timeout=HTTP_TIMEOUT,
     )
     assert answer.status_code == 201, answer.text
     cookies: SimpleCookie = SimpleCookie()
@@ -33,7 +35,11 @@ def session(server: Server, user: str) -> tuple[httpx.Client, str, SimpleCookie]
 
 
 def test_wrong_password_is_refused_and_sets_no_cookie(desk_server: Server) -> None:
-    answer = httpx.post(f"{desk_server.url}/api/session", json={"name": USER, "password": "not-it"})
+    answer = httpx.post(
+        f"{desk_server.url}/api/session",
+        json={"name": USER, "password": "not-it"},
+        timeout=HTTP_TIMEOUT,
+    )
     assert answer.status_code == 401
     assert answer.json() == {"error": "Incorrect user name or password."}
     assert "set-cookie" not in answer.headers
@@ -95,7 +101,7 @@ def test_bearer_clients_are_unchanged(
     )
     assert answer.status_code == 201, answer.text  # no CSRF token: the key is not ambient
     assert client.get("/api/me", headers={"Authorization": f"Bearer {key}"}).json()["user"] == USER
-    assert httpx.get(f"{desk_server.url}/api/me").status_code == 401
+    assert httpx.get(f"{desk_server.url}/api/me", timeout=HTTP_TIMEOUT).status_code == 401
 
 
 @pytest.mark.parametrize(("user", "status"), [(USER, 403), (ADMIN, 200)])
@@ -118,6 +124,8 @@ def test_logging_out_revokes_the_session(desk_server: Server) -> None:
     assert {cleared[SESSION_COOKIE].value, cleared[CSRF_COOKIE].value} <= {"", '""'}
     # The key is revoked, not merely forgotten by the browser.
     stolen = httpx.get(
-        f"{desk_server.url}/api/me", cookies={SESSION_COOKIE: cookies[SESSION_COOKIE].value}
+        f"{desk_server.url}/api/me",
+        cookies={SESSION_COOKIE: cookies[SESSION_COOKIE].value},
+        timeout=HTTP_TIMEOUT,
     )
     assert stolen.status_code == 401

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.support.server import HTTP_TIMEOUT
 from tests.web.app_checks import Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import ADMIN, USER, Desk, open_app
 
@@ -25,7 +26,11 @@ def settings(desk: Desk, **options: Any) -> Page:
 
 
 def me(desk: Desk, key: str) -> httpx.Response:
-    return httpx.get(f"{desk.server.url}/api/me", headers={"Authorization": f"Bearer {key}"})
+    return httpx.get(
+        f"{desk.server.url}/api/me",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=HTTP_TIMEOUT,
+    )
 
 
 def test_a_user_and_a_key_are_made_the_key_shown_once_then_revoked(desk: Desk) -> None:
@@ -86,7 +91,9 @@ def test_a_user_and_a_key_are_made_the_key_shown_once_then_revoked(desk: Desk) -
     page.get_by_role("button", name=f"Disable {NEWCOMER}").click()
     expect(users.locator("tr", has_text=NEWCOMER)).to_contain_text("disabled")
     login = httpx.post(
-        f"{desk.server.url}/api/login", json={"name": NEWCOMER, "password": NEWCOMER_PASSWORD}
+        f"{desk.server.url}/api/login",
+        json={"name": NEWCOMER, "password": NEWCOMER_PASSWORD},
+        timeout=HTTP_TIMEOUT,
     )
     assert login.status_code == 401, login.text
     assert errors == []
