@@ -20,9 +20,10 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import SMOLLM2
-from tests.fleet.test_routing import MODEL, records, until
+from tests.fleet.test_routing import MODEL, records
 from tests.support.fleet import Node, fake_vllm, joined, node_key, started
 from tests.support.server import HTTP_TIMEOUT, Server, running_server
+from tests.support.wait import until
 
 REQUESTS = 36
 WORKERS = 4

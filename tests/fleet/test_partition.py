@@ -20,9 +20,10 @@ import httpx
 import openai
 import pytest
 
-from tests.fleet.test_routing import CHAT, MODEL, counted, until
+from tests.fleet.test_routing import CHAT, MODEL, counted
 from tests.support.fleet import Node, fake_vllm, started
 from tests.support.server import HTTP_TIMEOUT, Server, free_port, running_server
+from tests.support.wait import until
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and ip netns"

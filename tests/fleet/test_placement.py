@@ -26,9 +26,9 @@ from blackroad.models.store import ModelStore
 from blackroad.service.models import ModelManager
 from blackroad.store.database import Database
 from tests.conftest import SMOLLM2
-from tests.fleet.test_routing import until
 from tests.support.fleet import Node, joined
 from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
+from tests.support.wait import until
 
 PLACED = "team/placed:1"
 

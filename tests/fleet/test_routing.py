@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fleet import Node, fake_vllm, started
 from tests.support.server import HTTP_TIMEOUT, Server, running_server
+from tests.support.wait import until
 
 MODEL = "fleet-model:1"  # served by the peers only: the control plane has no such file
 WORDS = 40
@@ -59,13 +59,6 @@ def clear(control: Server) -> None:
 
 def models(control: Server) -> list[str]:
     return [m["id"] for m in httpx.get(control.v1 + "/models", timeout=HTTP_TIMEOUT).json()["data"]]
-
-
-def until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture
