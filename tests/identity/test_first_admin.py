@@ -10,7 +10,7 @@ import httpx
 from blackroad.identity.passwords import verify_password
 from blackroad.store.database import Database
 from blackroad.store.schema import User
-from tests.support.server import running_server
+from tests.support.server import HTTP_TIMEOUT, running_server
 
 
 def test_first_start_creates_an_admin_whose_key_works_and_says_so_once(tmp_path: Path) -> None:
@@ -20,7 +20,8 @@ def test_first_start_creates_an_admin_whose_key_works_and_says_so_once(tmp_path:
         password = re.search(r"password: (\S+)", shown)
         assert key is not None and password is not None
         headers = {"Authorization": f"Bearer {key[1]}"}
-        assert httpx.get(f"{server.url}/metrics", headers=headers).status_code == 200  # admin
+        metrics = httpx.get(f"{server.url}/metrics", headers=headers, timeout=HTTP_TIMEOUT)
+        assert metrics.status_code == 200  # admin
     with Database(tmp_path / "blackroad.db").session() as session:
         admin = session.query(User).one()
     assert (admin.name, admin.role) == ("admin", "admin")

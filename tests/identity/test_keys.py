@@ -15,7 +15,7 @@ from blackroad.identity.directory import Directory
 from blackroad.identity.passwords import hash_password, verify_password
 from blackroad.store.database import Database
 from tests.conftest import GEMMA3, SMOLLM2
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 HI: list[dict[str, str]] = [{"role": "user", "content": "Hi"}]
 
@@ -40,10 +40,10 @@ def chat(server: Server, key: str, model: str = SMOLLM2) -> str | None:
 
 
 def test_no_key_is_refused_in_both_formats(secured: Server) -> None:
-    v1 = httpx.get(f"{secured.v1}/models")
+    v1 = httpx.get(f"{secured.v1}/models", timeout=HTTP_TIMEOUT)
     assert v1.status_code == 401
     assert v1.json()["error"]["code"] == "invalid_api_key"
-    api = httpx.get(f"{secured.url}/api/tags")
+    api = httpx.get(f"{secured.url}/api/tags", timeout=HTTP_TIMEOUT)
     assert api.status_code == 401
     assert "API key" in api.json()["error"]
 
@@ -88,7 +88,9 @@ def test_a_model_allowlist_limits_what_a_key_sees_and_uses(secured: Server) -> N
     assert {m.id for m in client.models.list()} == {SMOLLM2}
     with pytest.raises(openai.PermissionDeniedError):
         chat(secured, key, GEMMA3)
-    tags = httpx.get(f"{secured.url}/api/tags", headers={"Authorization": f"Bearer {key}"})
+    tags = httpx.get(
+        f"{secured.url}/api/tags", headers={"Authorization": f"Bearer {key}"}, timeout=HTTP_TIMEOUT
+    )
     assert [m["name"] for m in tags.json()["models"]] == [SMOLLM2]
 
 
@@ -96,7 +98,10 @@ def test_model_management_needs_the_admin_scope(secured: Server) -> None:
     user_key = new_key(secured, "erin")
     body = {"source": SMOLLM2, "destination": "erins-copy"}
     refused = httpx.post(
-        f"{secured.url}/api/copy", json=body, headers={"Authorization": f"Bearer {user_key}"}
+        f"{secured.url}/api/copy",
+        json=body,
+        headers={"Authorization": f"Bearer {user_key}"},
+        timeout=HTTP_TIMEOUT,
     )
     assert refused.status_code == 403
     assert "admin" in refused.json()["error"]
@@ -133,7 +138,9 @@ def test_usage_is_per_user_and_only_admins_see_everyone(secured: Server) -> None
 
     def usage(key: str, **params: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"}
-        return httpx.get(f"{secured.url}/api/usage", params=params, headers=headers)
+        return httpx.get(
+            f"{secured.url}/api/usage", params=params, headers=headers, timeout=HTTP_TIMEOUT
+        )
 
     own = usage(gina).json()["usage"]
     assert {row["user"] for row in own} == {"gina"}

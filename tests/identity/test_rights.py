@@ -21,7 +21,7 @@ import pytest
 from blackroad.api.auth import CSRF_COOKIE, SESSION_COOKIE
 from tests.api.test_isolation import PROBES
 from tests.conftest import SMOLLM2
-from tests.support.server import Server, blackroad, running_server
+from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
 
 ADMIN_ROUTES = sorted((route, probe) for route, probe in PROBES.items() if probe.kind == "admin")
 
@@ -172,9 +172,9 @@ def test_a_new_password_ends_sessions_but_not_the_api_keys_one_made(
     states = {k["name"]: k["state"] for k in root.get("/api/admin/keys?user=finn").json()["keys"]}
     assert states == {"default": "active", "script": "active", "session": "revoked"}
     old = {"name": "finn", "password": "finn has a long password"}
-    assert httpx.post(f"{server.url}/api/login", json=old).status_code == 401
+    assert httpx.post(f"{server.url}/api/login", json=old, timeout=HTTP_TIMEOUT).status_code == 401
     new = {"name": "finn", "password": "a new long password"}
-    assert httpx.post(f"{server.url}/api/login", json=new).status_code == 201
+    assert httpx.post(f"{server.url}/api/login", json=new, timeout=HTTP_TIMEOUT).status_code == 201
 
 
 def test_the_cli_demotes_and_sets_passwords_to_the_same_effect(
@@ -189,7 +189,9 @@ def test_the_cli_demotes_and_sets_passwords_to_the_same_effect(
     session, _ = _log_in(server, "gus", "gus has a long password")
     reset = blackroad("users", "password", "gus", home=server.home, stdin="a new long password\n")
     assert reset.returncode == 0, reset.stdout + reset.stderr
-    me = httpx.get(f"{server.url}/api/me", headers={"Authorization": f"Bearer {session}"})
+    me = httpx.get(
+        f"{server.url}/api/me", headers={"Authorization": f"Bearer {session}"}, timeout=HTTP_TIMEOUT
+    )
     assert me.status_code == 401
     assert clients["key"].get("/api/me").status_code == 200
     short = blackroad("users", "password", "gus", home=server.home, stdin="short\n")

@@ -433,8 +433,9 @@ def test_cli_adds_a_folder_with_progress(world: World, tmp_path: Path) -> None:
 
 def test_kill_during_ingestion_leaves_no_half_indexed_document(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    # Far more than any machine embeds in the 3 s before the kill; only its start is read after.
     paragraphs = "\n\n".join(
-        f"Paragraph {i} of the enormous filing about case {i}." for i in range(6000)
+        f"Paragraph {i} of the enormous filing about case {i}." for i in range(40_000)
     )
     with running_server(home) as server:
         with httpx.Client(base_url=server.url, timeout=300) as api:
