@@ -172,8 +172,10 @@ def journal_objects(agent: Mapping[str, Any], run: Mapping[str, Any]) -> tuple[R
     """The run and its steps as the loop holds them, from their JSON."""
     names = {f.name for f in fields(AgentDefinition)}
     spec = AgentDefinition.of({k: v for k, v in agent.items() if k in names})
+    # The sandbox is the server's secret and no part of what the model was asked.
     record = Run(run["id"], run["agent_id"], run["owner"], spec, run["input"], run["status"],
-                 run["answer"], run["error"], run["created_at"], run["updated_at"])  # fmt: skip
+                 run["answer"], run["error"], run["created_at"], run["updated_at"],
+                 sandbox="")  # fmt: skip
     return record, [Step(**step) for step in run["steps"]]
 
 
