@@ -222,11 +222,16 @@ def _detect(data: bytes, filename: str, media_type: str | None) -> str:
     raise InvalidRequest(f"{filename}: unsupported file type; supported: {SUPPORTED}", param="file")
 
 
+# What zipfile raises on a damaged archive: BadZipFile, and others for a truncated
+# file (EOFError, OSError) or a member name flagged UTF-8 that is not (a ValueError).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError)
+
+
 def _is_docx(data: bytes) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return "word/document.xml" in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except _ZIP_ERRORS:
         return False
 
 
@@ -391,7 +396,7 @@ def _read_docx(data: bytes, filename: str, max_characters: int) -> Read:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             _check_zip(archive, filename)
-    except (zipfile.BadZipFile, OSError) as error:
+    except _ZIP_ERRORS as error:
         raise _unreadable(filename, "DOCX", f"not a zip file: {_reason(error)}") from error
     # python-docx and lxml raise many kinds of exception on a damaged package.
     try:
@@ -534,8 +539,11 @@ class _HTMLText(HTMLParser):
 
 def _read_html(data: bytes, filename: str, max_characters: int) -> Read:
     parser = _HTMLText()
-    parser.feed(_decode(data, filename))
-    parser.close()
+    try:
+        parser.feed(_decode(data, filename))
+        parser.close()
+    except AssertionError as error:  # how 3.11's parser refuses a marked section it does not know
+        raise _unreadable(filename, "HTML", _reason(error)) from error
     return _clean("\n\n".join(parser.blocks)), (), parser.title
 
 
