@@ -223,8 +223,10 @@ def _detect(data: bytes, filename: str, media_type: str | None) -> str:
 
 
 # What zipfile raises on a damaged archive: BadZipFile, and others for a truncated
-# file (EOFError, OSError) or a member name flagged UTF-8 that is not (a ValueError).
-_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError)
+# file (EOFError, OSError), a member name flagged UTF-8 that is not (ValueError), a
+# member of a later zip version or compression (NotImplementedError), an encrypted
+# member (RuntimeError).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
 
 
 def _is_docx(data: bytes) -> bool:
