@@ -15,16 +15,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from blackroad import bounded
 from blackroad.bounded import Bounds, Pool
 from blackroad.errors import InvalidRequest, LimitExceeded, QueueFull
 from blackroad.models.templates import RENDER_TASK
 from tests.support import hostile
+from tests.support.wait import until
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -59,16 +61,13 @@ def helpers(parent: int | None = None) -> set[int]:
     return found
 
 
-def until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pool]:
     monkeypatch.setenv("BLACKROAD_API_KEY", "br-a-secret-the-helpers-must-not-see")
+    # The process's shared pools (left by earlier tests) end first, so every
+    # helper ``helpers()`` counts is this pool's.
+    bounded.close()
+    until(lambda: not helpers())
     work = Pool(Bounds(processes=2, memory_bytes=512 << 20, max_waiting=2))
     yield work
     work.close()

@@ -16,6 +16,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from tests.conftest import SMOLLM2
 from tests.support.agents import Agents as AgentsClient
+from tests.support.agents import sandbox_of
 from tests.support.server import Server
 from tests.web.app_checks import Scheme, check_app, fits_a_phone, page_errors
 from tests.web.conftest import USER, Desk, open_app
@@ -57,7 +58,7 @@ def tool_step(page: Page, run_id: str) -> dict[str, Any]:
 def written(desk: Desk, page: Page, run_id: str, step: dict[str, Any]) -> Path:
     """Where the run's write_file call writes: its agent's sandbox on the server."""
     agent = page.request.get(f"/api/agents/runs/{run_id}").json()["agent_id"]
-    return desk.server.home / "agents" / str(agent) / str(step["input"]["path"])
+    return sandbox_of(desk.server.home, agent) / str(step["input"]["path"])
 
 
 def test_an_agent_made_in_the_ui_waits_for_approval_and_approving_runs_the_call(

@@ -38,6 +38,25 @@ def conversation(page: Page) -> dict[str, Any]:
     return found
 
 
+def shows(page: Page, answer: str) -> None:
+    """The page shows the one assistant message ``answer``, rendered as Markdown.
+
+    The expected text is ``answer`` rendered by the desktop's own Markdown module
+    into a detached node: a model's ``*aside*`` is shown as emphasis, not as
+    asterisks.
+    """
+    expected = page.evaluate(
+        """async (text) => {
+            const { renderMarkdown } = await import("/desktop/markdown.js");
+            const node = document.createElement("div");
+            await renderMarkdown(node, text);
+            return node.textContent;
+        }""",
+        answer,
+    )
+    expect(page.locator(".message.assistant .message-content")).to_have_text(expected)
+
+
 def finished_answers(page: Page, count: int) -> None:
     expect(page.locator(".message.assistant:not([aria-busy])")).to_have_count(
         count, timeout=120_000
@@ -64,14 +83,13 @@ def test_a_conversation_is_listed_searched_and_survives_a_reload(desk: Desk) -> 
     finished_answers(page, 1)
     kept = conversation(page)
     assert [m["role"] for m in kept["messages"]] == ["user", "assistant"]
-    shown = page.locator(".message.assistant .message-content").inner_text()
-    assert shown.strip() == kept["messages"][1]["content"].strip()
+    shows(page, kept["messages"][1]["content"])
     sidebar = page.get_by_role("navigation", name="Conversations")
     expect(sidebar.get_by_role("button", name=kept["title"], exact=True)).to_be_visible()
     page.reload()
     expect(page.get_by_role("dialog", name=f"Chat — {kept['title']}")).to_be_visible()
     expect(page.locator(".message.user")).to_have_text("You" + kept["messages"][0]["content"])
-    expect(page.locator(".message.assistant .message-content")).to_have_text(shown)
+    shows(page, kept["messages"][1]["content"])
     # Regenerate asks the last question again: the new answer replaces the old one,
     # on the page and in the conversation the server keeps.
     page.get_by_role("button", name="Regenerate").click()
@@ -80,8 +98,7 @@ def test_a_conversation_is_listed_searched_and_survives_a_reload(desk: Desk) -> 
     again = conversation(page)["messages"]
     assert [m["role"] for m in again] == ["user", "assistant"]
     assert again[1]["created_at"] > kept["messages"][1]["created_at"]
-    shown = page.locator(".message.assistant .message-content").inner_text()
-    assert shown.strip() == again[1]["content"].strip()
+    shows(page, again[1]["content"])
     # The server searches: the word is found, a word never said is not.
     search = page.get_by_role("searchbox", name="Search conversations")
     search.fill("quokka")
