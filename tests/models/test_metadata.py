@@ -10,6 +10,7 @@ import pytest
 
 from blackroad.models import metadata
 from blackroad.models.bundled import bundled_models
+from blackroad.models.gguf_header import read_header
 from blackroad.models.types import GGUFMetadata
 from tests.conftest import SMOLLM2
 
@@ -21,13 +22,13 @@ def test_callers_asking_at_once_share_one_parse(
     copy = tmp_path / "model.gguf"
     shutil.copy(bundled_models()[SMOLLM2], copy)
     parses: list[Path] = []
-    parse = metadata._parse
+    parse = read_header
 
     def counted(path: Path) -> GGUFMetadata:
         parses.append(path)
         return parse(path)
 
-    monkeypatch.setattr(metadata, "_parse", counted)
+    monkeypatch.setattr(metadata, "read_header", counted)
     found: list[GGUFMetadata] = []
     callers = [
         threading.Thread(target=lambda: found.append(metadata.read_metadata(copy)))

@@ -1,7 +1,7 @@
-"""Reading GGUF headers with the ``gguf`` package, behind a small disk cache.
+"""GGUF headers' metadata (``gguf_header.py`` reads them), behind a small disk cache.
 
-``gguf.GGUFReader`` parses every tokenizer array in Python, which takes
-seconds for a 256k-token vocabulary. The facts BlackRoad needs are tiny, so
+Reading a header walks every string of its tokenizer arrays, a fraction of a
+second for a 256k-token vocabulary. The facts BlackRoad needs are tiny, so
 they are cached as JSON keyed by the file's path, size and mtime; a changed
 file is simply read again.
 """
@@ -14,12 +14,11 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
-from blackroad.errors import InvalidRequest
+from blackroad.models.gguf_header import read_header
 from blackroad.models.types import GGUFMetadata
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: headers read within bounds (a type the format does not give is refused)
 _memory_cache: dict[tuple[str, int, int], GGUFMetadata] = {}
 # One parse per file at a time: a 100 MB GGUF takes seconds to read, and every
 # caller that asks meanwhile (each probe of a node listing its models) waits for it.
@@ -48,13 +47,16 @@ def read_metadata(path: Path) -> GGUFMetadata:
             return cached
         digest = hashlib.sha256(json.dumps([_CACHE_VERSION, *key]).encode()).hexdigest()
         cache_file = cache_dir() / f"{digest}.json"
-        metadata = _load_cached(cache_file)
-        if metadata is None:
-            metadata = _parse(path)
-            _store_cached(cache_file, metadata)
-        with _lock:
-            _memory_cache[key] = metadata
-            _parsing.pop(key, None)
+        try:
+            metadata = _load_cached(cache_file)
+            if metadata is None:
+                metadata = read_header(path)
+                _store_cached(cache_file, metadata)
+            with _lock:
+                _memory_cache[key] = metadata
+        finally:
+            with _lock:
+                _parsing.pop(key, None)  # a file that is no GGUF leaves nothing behind either
     return metadata
 
 
@@ -73,44 +75,3 @@ def _store_cached(cache_file: Path, metadata: GGUFMetadata) -> None:
         tmp.replace(cache_file)
     except OSError:
         pass  # a read-only cache only costs speed
-
-
-def _parse(path: Path) -> GGUFMetadata:
-    from gguf import GGUFReader, LlamaFileType  # imported lazily: it pulls in numpy
-
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # the gguf package raises bare ValueErrors and more
-        raise InvalidRequest(f"{path.name} is not a readable GGUF file: {exc}") from exc
-
-    def field(key: str) -> Any:
-        f = reader.fields.get(key)
-        return None if f is None else f.contents()
-
-    arch = str(field("general.architecture") or "unknown")
-    tokens = field("tokenizer.ggml.tokens") or []
-
-    def token_text(key: str) -> str:
-        token_id = field(key)
-        return str(tokens[token_id]) if token_id is not None and token_id < len(tokens) else ""
-
-    file_type = field("general.file_type")
-    if file_type is None:
-        quantization = "unknown"
-    elif file_type in LlamaFileType._value2member_map_:
-        quantization = LlamaFileType(file_type).name.removeprefix("MOSTLY_")
-    else:
-        quantization = f"type{file_type}"
-    pooling = field(f"{arch}.pooling_type")
-    return GGUFMetadata(
-        architecture=arch,
-        general_name=field("general.name"),
-        parameter_count=sum(int(t.n_elements) for t in reader.tensors),
-        quantization=quantization,
-        context_length=int(field(f"{arch}.context_length") or 0),
-        embedding_length=int(field(f"{arch}.embedding_length") or 0),
-        chat_template=field("tokenizer.chat_template"),
-        bos_token=token_text("tokenizer.ggml.bos_token_id"),
-        eos_token=token_text("tokenizer.ggml.eos_token_id"),
-        pooling_type=None if pooling is None else int(pooling),
-    )
