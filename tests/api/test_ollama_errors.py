@@ -196,6 +196,8 @@ FIELD_CASES = [
          modelfile="SYSTEM hello"),
     case("create", "modelfile-adapter", "ADAPTER", **{"from": DROP},
          modelfile=f"FROM {SMOLLM2}\nADAPTER ./lora.gguf"),
+    case("create", "modelfile-quotes-broken", "not one quoted string", **{"from": DROP},
+         modelfile=f'FROM {SMOLLM2}\nSYSTEM "a" "b"'),
     case("copy", "source-number", "source", source=3),
     case("copy", "missing-destination", "destination", destination=DROP),
     case("copy", "unknown-source", NOT_FOUND, 404, source="nope:1b"),
@@ -209,6 +211,26 @@ def test_bad_field(
     http: httpx.Client, method: str, path: str, body: dict[str, Any], status: int, message: str
 ) -> None:
     expect_error(http.request(method, path, json=body), status, message)
+
+
+# Per endpoint, the field it tokenizes, holding a lone surrogate: json.dumps
+# writes it as the escape \udcff, valid JSON that decodes to no Unicode text.
+LONE_SURROGATE = {
+    "generate": {"prompt": "a\udcffb"},
+    "chat": {"messages": [{"role": "user", "content": "a\udcffb"}]},
+    "embed": {"input": ["\udcff"]},
+    "embeddings": {"prompt": "\udcff"},
+    "create": {"system": "\udcff"},
+}
+
+
+@pytest.mark.parametrize("endpoint", LONE_SURROGATE)
+def test_a_lone_surrogate_is_refused(http: httpx.Client, endpoint: str) -> None:
+    # It reached llama.cpp's tokenizer, whose UTF-8 encoding raised: a 500.
+    method, path, valid = VALID[endpoint]
+    raw = json.dumps({**valid, **LONE_SURROGATE[endpoint]}).encode()
+    response = http.request(method, path, content=raw, headers=JSON)
+    expect_error(response, 400, "lone UTF-16 surrogate")
 
 
 # -- bodies over the 1 MiB limit --------------------------------------------------------

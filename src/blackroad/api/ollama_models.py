@@ -61,7 +61,7 @@ async def create(body: CreateRequest, request: Request) -> Response | dict[str, 
     if body.quantize:
         raise InvalidRequest("quantize is not supported; quantize with llama.cpp", "quantize")
     if body.modelfile is not None:
-        spec = modelfile.parse(body.modelfile)
+        spec = await run_in_threadpool(modelfile.parse, body.modelfile)  # up to 8 MB of it
     else:
         licenses = [body.license] if isinstance(body.license, str) else body.license or []
         spec = modelfile.Modelfile(

@@ -71,21 +71,31 @@ def _statements(text: str) -> list[tuple[int, str, str, bool]]:
             raise InvalidRequest(f"Modelfile line {number}: unknown command {command!r}")
         head, quote, after = rest.partition('"""')
         if quote:
-            body = after
-            while '"""' not in body:
+            # Each line is searched once for the closing quotes (searching the
+            # whole body again per line took minutes for a long unterminated one).
+            body, (last, closed, _) = [], after.partition('"""')
+            while not closed:
                 if index >= len(lines):
                     raise InvalidRequest(f'Modelfile line {number}: unterminated """')
-                body += "\n" + lines[index]
+                body.append(last)
+                last, closed, _ = lines[index].partition('"""')
                 index += 1
-            rest = head + body[: body.index('"""')]
+            rest = head + "\n".join([*body, last])
         statements.append((number, command, rest, bool(quote)))
     return statements
 
 
-def _unquote(value: str) -> str:
+def _unquote(value: str, number: int) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
-        return str(json.loads(value))
+        try:
+            text = str(json.loads(value))
+            text.encode()  # a lone surrogate ("\\ud800") is no text
+            return text
+        except ValueError:  # UnicodeEncodeError and json's JSONDecodeError are ValueErrors
+            raise InvalidRequest(
+                f"Modelfile line {number}: {value[:40]} is not one quoted string"
+            ) from None
     return value
 
 
@@ -93,8 +103,8 @@ def parse(text: str) -> Modelfile:
     result = Modelfile()
     for number, command, rest, triple in _statements(text):
 
-        def value(raw: str, triple: bool = triple) -> str:
-            return raw if triple else _unquote(raw)
+        def value(raw: str, triple: bool = triple, number: int = number) -> str:
+            return raw if triple else _unquote(raw, number)
 
         if command == "ADAPTER":
             raise InvalidRequest(
@@ -129,16 +139,31 @@ def parse(text: str) -> Modelfile:
     return result
 
 
+# Line breaks other than "\n": str.splitlines cuts a triple-quoted value at them too.
+_OTHER_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _quoted(value: str) -> str:
+    """``value`` quoted so that ``parse`` reads it back unchanged.
+
+    In triple quotes, as Ollama writes them, unless it holds the closing quotes,
+    ends with a quote or holds a line break that is not ``\\n``: then as one JSON string.
+    """
+    if '"""' in value or value.endswith('"') or not _OTHER_BREAKS.isdisjoint(value):
+        return json.dumps(value)
+    return f'"""{value}"""'
+
+
 def render(model: Modelfile) -> str:
-    """A Modelfile for ``model``, as /api/show returns it."""
+    """A Modelfile for ``model``, as /api/show returns it; ``parse`` reads it back."""
     lines = [f"FROM {model.base}"]
     if model.template:
-        lines.append(f'TEMPLATE """{model.template}"""')
+        lines.append(f"TEMPLATE {_quoted(model.template)}")
     if model.system:
-        lines.append(f'SYSTEM """{model.system}"""')
+        lines.append(f"SYSTEM {_quoted(model.system)}")
     for name, value in model.parameters.items():
         for item in value if isinstance(value, list) else [value]:
             lines.append(f"PARAMETER {name} {json.dumps(item) if name == 'stop' else item}")
-    lines += [f'MESSAGE {m["role"]} """{m["content"]}"""' for m in model.messages]
-    lines += [f'LICENSE """{text}"""' for text in model.license]
+    lines += [f"MESSAGE {m['role']} {_quoted(m['content'])}" for m in model.messages]
+    lines += [f"LICENSE {_quoted(text)}" for text in model.license]
     return "\n".join(lines) + "\n"
