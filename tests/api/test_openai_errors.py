@@ -109,6 +109,29 @@ def test_body_not_a_json_object(http: httpx.Client, path: str, raw: bytes, messa
     expect_error(http.post(path, content=raw, headers=JSON), 400, None, "invalid_value", message)
 
 
+# The text each endpoint tokenizes, holding a lone surrogate: json.dumps writes
+# it as the escape \udcff, valid JSON that decodes to no Unicode text.
+LONE_SURROGATE = {
+    CHAT: {"messages": [{"role": "user", "content": "a\udcffb"}]},
+    COMPLETIONS: {"prompt": "a\udcffb"},
+    EMBEDDINGS: {"input": ["\udcff"]},
+}
+
+
+@pytest.mark.parametrize("path", POSTS.values(), ids=POSTS.keys())
+def test_a_lone_surrogate_is_refused(http: httpx.Client, path: str) -> None:
+    # It reached llama.cpp's tokenizer, whose UTF-8 encoding raised: a 500.
+    raw = json.dumps(request(path, **LONE_SURROGATE[path])).encode()
+    response = http.post(path, content=raw, headers=JSON)
+    expect_error(response, 400, None, "invalid_value", "lone UTF-16 surrogate")
+
+
+def test_a_surrogate_pair_is_text(http: httpx.Client) -> None:
+    raw = json.dumps(request(CHAT, messages=[{"role": "user", "content": "\U0001f600"}]))
+    assert "\\ud83d\\ude00" in raw  # one character, escaped as a pair
+    assert http.post(CHAT, content=raw, headers=JSON).status_code == 200
+
+
 # -- fields of the wrong type, missing, unknown, out of range -----------------
 
 

@@ -4,7 +4,8 @@ Middleware, outermost first: request recording (every request, whatever
 its outcome, a refused oversized body included), then the browser guard
 (403 for a foreign Host name or a cross-site unsafe request: DNS rebinding
 and forged requests from other pages), then the body size limit (413 before
-anything is buffered).
+anything is buffered), then the refusal of a JSON body that is not text (a
+lone surrogate).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from blackroad.api import memory as memory_api
 from blackroad.api.errors import error_response, install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
 from blackroad.api.recording import RecordingMiddleware
+from blackroad.api.surrogates import SurrogateGuard
 from blackroad.audit.log import AuditLog, checkpoints
 from blackroad.browser_guard import AllowedHosts, BrowserGuard
 from blackroad.config import Settings
@@ -197,6 +199,7 @@ def create_app(settings: Settings) -> FastAPI:
         return PlainTextResponse("Ollama is running", headers={"Vary": "Accept"})
 
     # add_middleware wraps: the last one added is the outermost.
+    app.add_middleware(SurrogateGuard)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
