@@ -38,12 +38,26 @@ def test_a_broken_quoted_value_is_refused(value: str) -> None:
         parse(f"FROM x\nSYSTEM {value}")
 
 
+def test_a_lone_surrogate_is_refused_wherever_it_is() -> None:
+    with pytest.raises(InvalidRequest, match="a Modelfile is text"):
+        parse("FROM x\nSYSTEM \udcff")
+
+
 @pytest.mark.parametrize(
-    "value", ['ends with a quote"', 'holds """ quotes', "a carriage\rreturn", "a\u2028separator"]
+    "value",
+    [
+        'ends with a quote"',
+        'holds """ quotes',
+        "a carriage\rreturn",
+        "a\u2028separator",
+        "two\nlines",
+        " spaced ",
+        "trailing spaces  \nbefore a line break",
+    ],
 )
 def test_render_gives_back_what_it_was_given(value: str) -> None:
     # Written in triple quotes whatever they held, these came back cut or changed.
-    model = Modelfile(base="x", template=value, system=value, license=[value],
+    model = Modelfile(base=value, template=value, system=value, license=[value],
                       messages=[{"role": "user", "content": value}])  # fmt: skip
     assert parse(render(model)) == model
 

@@ -61,12 +61,13 @@ def _statements(text: str) -> list[tuple[int, str, str, bool]]:
     statements: list[tuple[int, str, str, bool]] = []
     index = 0
     while index < len(lines):
-        number, line = index + 1, lines[index].strip()
+        # Not stripped at its end: spaces there may open a triple-quoted value.
+        number, line = index + 1, lines[index].lstrip()
         index += 1
-        if not line or line.startswith("#"):
+        if not line.strip() or line.startswith("#"):
             continue
         command, _, rest = line.partition(" ")
-        command, rest = command.upper(), rest.strip()
+        command, rest = command.rstrip().upper(), rest.lstrip()
         if command not in _COMMANDS:
             raise InvalidRequest(f"Modelfile line {number}: unknown command {command!r}")
         head, quote, after = rest.partition('"""')
@@ -100,6 +101,10 @@ def _unquote(value: str, number: int) -> str:
 
 
 def parse(text: str) -> Modelfile:
+    try:
+        text.encode()  # the API refuses lone surrogates; other callers may not
+    except UnicodeEncodeError as error:
+        raise InvalidRequest(f"a Modelfile is text, not {text[error.start]!r}") from None
     result = Modelfile()
     for number, command, rest, triple in _statements(text):
 
@@ -156,7 +161,9 @@ def _quoted(value: str) -> str:
 
 def render(model: Modelfile) -> str:
     """A Modelfile for ``model``, as /api/show returns it; ``parse`` reads it back."""
-    lines = [f"FROM {model.base}"]
+    base = model.base or ""
+    plain = base == base.strip() and len(base.splitlines()) <= 1 and '"' not in base
+    lines = [f"FROM {base if plain else _quoted(base)}"]
     if model.template:
         lines.append(f"TEMPLATE {_quoted(model.template)}")
     if model.system:
