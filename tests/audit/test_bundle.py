@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from blackroad.audit.bundle import (
     CHECKPOINTS,
@@ -31,7 +34,7 @@ from blackroad.audit.bundle import (
 )
 from blackroad.audit.checkpoint import public_key_bytes, sign_checkpoint, verifier_key
 from blackroad.audit.merkle import Frontier, Tree, leaf_hash
-from blackroad.audit.verify import main, verify_bundle
+from blackroad.audit.verify import Verdict, main, verify_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "audit.example/log"
@@ -428,6 +431,103 @@ def test_a_damaged_zip_is_reported(bundle: Path, log: Log) -> None:
     assert not verdict.ok
     assert verdict.problems[0].startswith("the bundle is damaged")
     assert not verify_bundle(bundle.with_name("absent.zip"), log.verifier).ok
+
+
+# Fields of each central directory entry (APPNOTE 4.3.12): what the zip says about a member.
+VERSION_NEEDED, FLAGS, METHOD = 6, 8, 10
+
+
+def patched(path: Path, field: int, value: int) -> Path:
+    """The bundle with one field of every member's central directory entry set to ``value``."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        data[at + field : at + field + 2] = value.to_bytes(2, "little")
+        at = data.find(b"PK\x01\x02", at + 1)
+    out = path.with_name("patched.zip")
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param(VERSION_NEEDED, 0xFF, id="version-25.5"),  # NotImplementedError
+        pytest.param(METHOD, 99, id="aes-compression"),  # NotImplementedError
+        pytest.param(FLAGS, 0x1, id="encrypted"),  # RuntimeError: password required
+    ],
+)
+def test_a_zip_the_verifier_cannot_read_is_reported(
+    bundle: Path, log: Log, field: int, value: int
+) -> None:
+    # zipfile's other exceptions went up through verify_bundle as they were.
+    verdict = verify_bundle(patched(bundle, field, value), log.verifier)
+    assert not verdict.ok
+    assert verdict.problems[0].startswith("the bundle is damaged or not a bundle:")
+
+
+def test_a_record_claiming_a_far_index_costs_no_more_than_its_line(bundle: Path, log: Log) -> None:
+    # Every index below it was put in a set of missing records: 10^7 took 13 s and
+    # gigabytes, 10^12 would never finish.
+    far = 10**12
+    record = json.loads(log.lines[64].record) | {"index": far}
+    line = json.dumps({"index": far, "record": canonical(record), "content": None}).encode()
+    verdict = verify_bundle(edit_lines(bundle, replace_line(64, line)), log.verifier)
+    assert f"records 64..{far - 1} are missing" in verdict.problems
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"[" * 100_000, b'{"from": Infinity, "to": 2, "proof": []}', b'{"from": 1e999, "to": 2}'],
+    ids=["nested", "infinity", "huge"],
+)
+def test_a_malformed_proof_line_is_reported(bundle: Path, log: Log, line: bytes) -> None:
+    # A RecursionError and an OverflowError (int(inf)) went up as they were.
+    verdict = verify_bundle(rewrite(bundle, CONSISTENCY, lambda data: line), log.verifier)
+    assert f"{CONSISTENCY} holds a malformed line" in verdict.problems
+
+
+def members_of(log: Log) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bundle.zip"
+        write_bundle(path, log.lines, log.notes, log.verifier)
+        with zipfile.ZipFile(path) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+
+
+SMALL = make_log(12, 4, {9: 2})
+INSERTS = [b"\n", b'"', b"[", b"-1", b"99999999999", b"null", b"\\udcff", f"{SEPARATOR}\n".encode()]
+
+
+@st.composite
+def tampered_members(draw: st.DrawFn, members: dict[str, bytes]) -> dict[str, bytes]:
+    """A bundle's members, a few of their bytes changed or lines broken."""
+    members = dict(members)
+    for _ in range(draw(st.integers(1, 5))):
+        name = draw(st.sampled_from(sorted(members)))
+        data = bytearray(members[name])
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if draw(st.booleans()) and data:
+            data[at] = draw(st.integers(0, 255))
+        else:
+            data[at:at] = draw(st.sampled_from(INSERTS))
+        members[name] = bytes(data)
+    return members
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(members=tampered_members(members_of(SMALL)))
+def test_a_tampered_bundle_gets_a_verdict_never_an_exception(
+    tmp_path: Path, members: dict[str, bytes]
+) -> None:
+    path = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    for key in (SMALL.verifier, None):
+        assert isinstance(verify_bundle(path, key), Verdict)
 
 
 def test_a_bad_key_string_is_reported(bundle: Path) -> None:

@@ -22,7 +22,6 @@ import json
 import re
 import sys
 import zipfile
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -108,10 +107,35 @@ class _Scan:
         return self.hash_at(line - 1) if line else b""
 
 
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Any failure to read the zip is damage: zipfile and its codecs raise a dozen kinds
+    (a bad header, an unknown compression or version, a password, a corrupt stream)."""
+    try:
+        yield
+    except _Damaged:
+        raise
+    except Exception as error:
+        raise _Damaged(f"{what} cannot be read: {error}") from error
+
+
+def _member(bundle: zipfile.ZipFile, name: str) -> bytes:
+    """A member's bytes, read whole; KeyError if there is none."""
+    # zipfile stops at the size the header declares, so this bounds the memory used.
+    if bundle.getinfo(name).file_size > _MAX_MEMBER:
+        raise _Damaged(f"{name} is larger than {_MAX_MEMBER >> 20} MiB")
+    with _reading(name):
+        return bundle.read(name)
+
+
 def _lines(stream: IO[bytes]) -> Iterator[bytes]:
     """A member's lines, read in large chunks (ZipExtFile.readline is slow per call)."""
     rest = b""
-    while chunk := stream.read(1 << 22):
+    while True:
+        with _reading(RECORDS):
+            chunk = stream.read(1 << 22)
+        if not chunk:
+            break
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
         if len(rest) > _MAX_LINE:
@@ -259,7 +283,9 @@ class _Verification:
         self.scan = _Scan()
         self.placements: list[tuple[int, int, int]] = []  # (first index, first line, count)
         self.end = 0  # one past the highest index present
-        self.missing: set[int] = set()
+        # Missing records as [start, stop) runs, in order: a line may claim any index,
+        # so a run's length is not bounded by the bundle's size and is never expanded.
+        self.gaps: list[tuple[int, int]] = []
         self.broken: set[int] = set()  # indices i whose link (i-1 -> i) fails
         self.recovered: dict[int, bytes] = {}  # missing records' hashes, from their successors
         self.edited: dict[int, list[str]] = {}
@@ -270,7 +296,9 @@ class _Verification:
     def run(self) -> Verdict:
         self.read_checkpoints()
         self.read_proofs()
-        with self.bundle.open(RECORDS) as member:
+        with _reading(RECORDS):
+            member = self.bundle.open(RECORDS)
+        with member:
             self.scan = _scan(member)
         self.place()
         roots = self.choose(self.chain())
@@ -281,14 +309,8 @@ class _Verification:
             problems[_MAX_SHOWN:] = [f"... and {len(problems) - _MAX_SHOWN} more problems"]
         return Verdict(not problems, self.scan.lines, self.notes, problems)
 
-    def read(self, member: str) -> bytes:
-        # zipfile stops at the size the header declares, so this bounds the memory used.
-        if self.bundle.getinfo(member).file_size > _MAX_MEMBER:
-            raise _Damaged(f"{member} is larger than {_MAX_MEMBER >> 20} MiB")
-        return self.bundle.read(member)
-
     def read_checkpoints(self) -> None:
-        text = self.read(CHECKPOINTS).decode("utf-8", "replace")
+        text = _member(self.bundle, CHECKPOINTS).decode("utf-8", "replace")
         notes = re.split(f"(?m)^{SEPARATOR}\n", text) if text else []
         self.notes = len(notes)
         found = []
@@ -308,12 +330,13 @@ class _Verification:
 
     def read_proofs(self) -> None:
         with contextlib.suppress(KeyError):
-            for line in self.read(CONSISTENCY).splitlines():
+            for line in _member(self.bundle, CONSISTENCY).splitlines():
                 try:
                     entry = json.loads(line)
                     sizes = (int(entry["from"]), int(entry["to"]))
                     self.proofs[sizes] = [bytes.fromhex(h) for h in entry["proof"]]
-                except (ValueError, KeyError, TypeError):
+                # OverflowError: int(Infinity); RecursionError: a line of nested brackets.
+                except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                     self.problem(0, 0, f"{CONSISTENCY} holds a malformed line")
 
     # -- where each record is -------------------------------------------------
@@ -323,7 +346,7 @@ class _Verification:
         cursor = 0
         for line, index, count in sorted(self.scan.segments, key=lambda s: (s[1], s[0])):
             if index > cursor:
-                self.missing.update(range(cursor, index))
+                self.gaps.append((cursor, index))
                 self.problem(2, cursor, _span(cursor, index - 1, "is missing", "are missing"))
             elif index < cursor:
                 seen = min(cursor, index + count) - index
@@ -339,6 +362,10 @@ class _Verification:
         for (_, line, _), (index, later, _) in itertools.pairwise(self.placements):
             if later < line:
                 self.problem(2, index - 1, f"records {index - 1} and {index} are out of order")
+
+    def missing(self, index: int) -> bool:
+        at = bisect.bisect_right(self.gaps, (index, sys.maxsize)) - 1
+        return at >= 0 and index < self.gaps[at][1]
 
     def line_of(self, index: int) -> int | None:
         at = bisect.bisect_right(self.placements, (index, sys.maxsize, 0)) - 1
@@ -361,14 +388,15 @@ class _Verification:
                 self.broken.add(index)
         # Links between placements (a reordering, a repeat) were not next to each other.
         for index, line, _ in self.placements:
-            if index - 1 in self.missing:
+            if self.missing(index - 1):
                 continue
             before = self.line_of(index - 1)
             expected = b"" if index == 0 else None if before is None else self.scan.hash_at(before)
             if self.scan.prev_at(line) is None or self.scan.prev_at(line) != expected:
                 self.broken.add(index)
-        # A missing record's hash is its successor's prev: the tree can still be rebuilt.
-        self.recovered = {i: prev for i in self.missing if (prev := self.prev_of(i + 1))}
+        # A missing record's hash is its successor's prev: the tree can still be rebuilt
+        # (only a run's last record has a successor that is present).
+        self.recovered = {stop - 1: prev for _, stop in self.gaps if (prev := self.prev_of(stop))}
         readings = []
         for first in sorted(i for i in self.broken if i - 1 not in self.broken):
             last = first
@@ -384,7 +412,7 @@ class _Verification:
         fixes = {i - 1: prev for i in range(first + 1, last + 1) if (prev := self.prev_of(i))}
         head = self.prev_of(first)
         wider = None
-        if first > 0 and head and first - 1 not in self.missing:
+        if first > 0 and head and not self.missing(first - 1):
             wider = _Reading(list(range(first - 1, last)), {first - 1: head, **fixes})
         if first < last:
             return _Reading(list(range(first, last)), fixes, wider)
@@ -526,7 +554,9 @@ class _Verification:
     def mismatch(self, number: int, checkpoint: Checkpoint, matched: int) -> str:
         first, last = matched, checkpoint.size - 1
         where = f"records {first}..{last} do not match checkpoint {number} (size {checkpoint.size})"
-        if any(first <= i <= last for i in (*self.edited, *self.missing)):
+        if any(first <= i <= last for i in self.edited) or any(
+            start <= last and first < stop for start, stop in self.gaps
+        ):
             return f"{where} even with the located edits undone: more of them were changed"
         tail = f" (or only record {last}, the last, was edited)" if last == self.end - 1 else ""
         return f"{where}, though their hash chain is intact: they were rewritten{tail}"
@@ -536,19 +566,21 @@ def verify_bundle(path: Path, verifier: str | None = None) -> Verdict:
     """Verify a bundle offline against `verifier` (None: the bundle's own key.pub, flagged)."""
     from_bundle = verifier is None
     try:
-        with zipfile.ZipFile(path) as bundle:
+        with _reading("the zip file"):
+            bundle = zipfile.ZipFile(path)
+        with bundle:
             needed = {RECORDS, CHECKPOINTS} | ({KEY} if verifier is None else set())
             if absent := sorted(needed - set(bundle.namelist())):
                 return Verdict(False, 0, 0, [f"the bundle has no {', '.join(absent)}"])
             if verifier is None:
-                verifier = bundle.read(KEY).decode("utf-8", "replace")
+                verifier = _member(bundle, KEY).decode("utf-8", "replace")
             try:
                 key = parse_verifier_key(verifier)
             except ValueError as error:
                 source = KEY if from_bundle else "the key given"
                 return Verdict(False, 0, 0, [f"{source}: {error}"], from_bundle)
             verdict = _Verification(bundle, key).run()
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, _Damaged) as error:
+    except _Damaged as error:
         return Verdict(False, 0, 0, [f"the bundle is damaged or not a bundle: {error}"])
     verdict.key_from_bundle = from_bundle
     return verdict
