@@ -154,6 +154,9 @@ def test_admins_use_every_model_whatever_their_groups(secured: Server, admin: ht
     ("method", "path", "body", "status", "fragment"),
     [
         ("POST", "/users", {"name": "x", "limits": {"rpm": -1}}, 400, "limits.rpm"),
+        # Past SQLite's integers, and past datetime's years: both were a 500.
+        ("POST", "/users", {"name": "x", "limits": {"tpm": 2**63}}, 400, "limits.tpm"),
+        ("POST", "/keys", {"user": "kim", "expires_in": 10**12}, 400, "expires_in"),
         ("POST", "/users", {"name": "bad name!"}, 400, "name"),
         ("POST", "/users", {"name": "x", "role": "root"}, 400, "role"),
         ("POST", "/users", {"name": "x", "colour": "red"}, 400, "colour"),

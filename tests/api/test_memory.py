@@ -223,6 +223,9 @@ def test_an_empty_conversation_has_nothing_to_extract(users: Users) -> None:
         ("PATCH", "/api/conversations/1", {}),
         ("GET", "/api/conversations/not-a-number", None),
         ("GET", f"/api/conversations/{2**63}", None),
+        # Past SQLite's integers: OverflowError was a 500.
+        ("POST", "/api/chat", {"model": SMOLLM2, "blackroad": {"conversation": 2**63}}),
+        ("POST", "/api/chat", {"model": SMOLLM2, "blackroad": {"knowledge_bases": [2**64]}}),
         ("GET", "/api/conversations?limit=0", None),
         ("GET", "/api/conversations?limit=100000", None),
         ("POST", "/api/memories", {"text": ""}),

@@ -387,6 +387,9 @@ def test_bad_input_gets_a_precise_error(world: World, cases: dict[str, Any]) -> 
         no_files = alice.post(f"/api/kb/{kb}/documents", data={"metadata": "{}"})
         assert no_files.status_code == 400
         assert alice.get("/api/kb/999999").status_code == 404
+        # A digit to str.isdigit but not to int, and an id past SQLite's: both were a 500.
+        assert alice.get("/api/kb/\u00b9").status_code == 404
+        assert alice.delete(f"/api/kb/{2**64}").status_code == 404
         assert alice.get(f"/api/kb/{kb}/search", params={"q": ""}).status_code == 400
         for body in ({"name": ""}, {"name": "12345"}, {"name": "a/b"}, {"name": "x", "extra": 1}):
             assert alice.post("/api/kb", json=body).status_code == 400, body

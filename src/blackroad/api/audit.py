@@ -32,6 +32,7 @@ from blackroad.api.auth import require_scope
 from blackroad.api.state import audit_log
 from blackroad.audit.log import AuditLog
 from blackroad.audit.verify import verify_bundle
+from blackroad.store.sqlite import MAX_INTEGER
 
 router = APIRouter(prefix="/api/audit", dependencies=[Depends(require_scope("admin"))])
 
@@ -53,7 +54,9 @@ async def key(request: Request) -> PlainTextResponse:
 
 @router.get("/proof")
 async def proof(
-    request: Request, index: int = Query(ge=0), size: int | None = Query(default=None, ge=1)
+    request: Request,
+    index: int = Query(ge=0, le=MAX_INTEGER),
+    size: int | None = Query(default=None, ge=1, le=MAX_INTEGER),
 ) -> dict[str, Any]:
     """Record ``index`` is leaf ``index`` of the tree of ``size`` (default: the latest)."""
     log = audit_log(request)
@@ -65,8 +68,8 @@ async def proof(
 @router.get("/consistency")
 async def consistency(
     request: Request,
-    old: int = Query(ge=1, alias="from"),
-    new: int | None = Query(default=None, ge=1, alias="to"),
+    old: int = Query(ge=1, le=MAX_INTEGER, alias="from"),
+    new: int | None = Query(default=None, ge=1, le=MAX_INTEGER, alias="to"),
 ) -> dict[str, Any]:
     """The tree of size ``from`` is a prefix of the tree of size ``to`` (default: the latest)."""
     log = audit_log(request)
@@ -78,7 +81,7 @@ async def consistency(
 @router.get("/records")
 async def records(
     request: Request,
-    before: Annotated[int | None, Query(alias="from", ge=1)] = None,
+    before: Annotated[int | None, Query(alias="from", ge=1, le=MAX_INTEGER)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     kind: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
 ) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from blackroad.errors import InvalidRequest
 from blackroad.memory.index import SearchFilters
 from blackroad.service.context import ContextRequest, KnowledgeMode
+from blackroad.store.sqlite import MAX_INTEGER
 
-Ref = int | Annotated[str, Field(min_length=1, max_length=128)]
-MetadataValue = str | int | float | bool
+# Integers that reach a query: SQLite holds none larger (binding one raised OverflowError).
+Id = Annotated[int, Field(ge=1, le=MAX_INTEGER)]
+Ref = Id | Annotated[str, Field(min_length=1, max_length=128)]
+MetadataValue = str | Annotated[int, Field(ge=-MAX_INTEGER - 1, le=MAX_INTEGER)] | float | bool
 
 
 class _Extension(BaseModel):
@@ -26,7 +29,7 @@ class _Extension(BaseModel):
 
 
 class KnowledgeFilters(_Extension):
-    documents: Annotated[list[int] | None, Field(max_length=1024)] = None
+    documents: Annotated[list[Id] | None, Field(max_length=1024)] = None
     media_type: Annotated[str | None, Field(max_length=128)] = None
     metadata: Annotated[dict[str, MetadataValue] | None, Field(max_length=32)] = None
 
@@ -42,7 +45,7 @@ class BlackRoadChat(_Extension):
     """Memory for one chat: a stored conversation, long-term memories, knowledge bases."""
 
     # A conversation's id, or "new" to start one (its id comes back in the response).
-    conversation: int | Literal["new"] | None = None
+    conversation: Id | Literal["new"] | None = None
     # The request's turn and its answer replace the conversation's last question and
     # what followed it (regenerate; or edit that question): needs a conversation's id.
     regenerate: bool = False

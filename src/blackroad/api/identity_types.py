@@ -15,10 +15,15 @@ from blackroad.identity.directory import limits_of
 from blackroad.identity.passwords import MIN_LENGTH
 from blackroad.identity.types import Role, Scope
 from blackroad.store.schema import ApiKey, Group, LimitColumns, User
+from blackroad.store.sqlite import MAX_INTEGER
 
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 ModelList = Field(default=None, max_length=256)
 DEFAULT_SCOPES: tuple[Scope, ...] = ("inference",)
+# A limit is stored in SQLite, whose integers end here; past it a limit means nothing anyway.
+Limit = Field(default=None, ge=0, le=MAX_INTEGER)
+# Seconds a key may be made to live: a century (a later date overflowed datetime).
+MAX_LIFETIME = 100 * 365 * 24 * 3600
 
 
 class Strict(BaseModel):
@@ -26,11 +31,11 @@ class Strict(BaseModel):
 
 
 class LimitsBody(Strict):
-    rpm: int | None = Field(default=None, ge=0)
-    tpm: int | None = Field(default=None, ge=0)
-    max_concurrent: int | None = Field(default=None, ge=0)
-    daily_tokens: int | None = Field(default=None, ge=0)
-    monthly_tokens: int | None = Field(default=None, ge=0)
+    rpm: int | None = Limit
+    tpm: int | None = Limit
+    max_concurrent: int | None = Limit
+    daily_tokens: int | None = Limit
+    monthly_tokens: int | None = Limit
 
     def changes(self) -> dict[str, int | None]:
         """Only the limits the client sent, ``None`` for those it cleared."""
@@ -56,7 +61,7 @@ class KeyCreate(Strict):
     name: str = Field(default="default", min_length=1, max_length=128)
     scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES), min_length=1)
     models: list[str] | None = ModelList
-    expires_in: int | None = Field(default=None, ge=60, description="seconds")
+    expires_in: int | None = Field(default=None, ge=60, le=MAX_LIFETIME, description="seconds")
     limits: LimitsBody | None = None
 
     def expires_at(self) -> datetime | None:

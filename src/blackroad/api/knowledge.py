@@ -25,6 +25,7 @@ from blackroad.api.state import inference, knowledge, settings
 from blackroad.errors import InvalidRequest
 from blackroad.memory import index
 from blackroad.memory.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP
+from blackroad.memory.knowledge import is_id
 
 router = APIRouter(prefix="/api/kb", dependencies=[Depends(require_scope("inference"))])
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/\s][^/]*$")]
@@ -46,7 +47,7 @@ class KnowledgeBaseCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _not_an_id(cls, name: str) -> str:
-        if name.isdigit():  # it could never be told apart from an id in a path
+        if is_id(name):  # it could never be told apart from an id in a path
             raise ValueError("a knowledge base's name must not be all digits")
         return name
 

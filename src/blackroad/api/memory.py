@@ -21,10 +21,11 @@ from blackroad.api.recording import request_log
 from blackroad.api.state import conversations, memories
 from blackroad.memory.conversations import TITLE_MAX, ExportFormat, Role
 from blackroad.memory.facts import MEMORY_CHARS
+from blackroad.store.sqlite import MAX_INTEGER
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_scope("inference"))])
-# SQLite's integers are 64-bit: a larger id is no row, not an overflow.
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# A larger id is no row, not an overflow.
+Id = Annotated[int, Path(ge=1, le=MAX_INTEGER)]
 Title = Annotated[str, Field(min_length=1, max_length=TITLE_MAX)]
 Text = Annotated[str, Field(min_length=1, max_length=MEMORY_CHARS)]
 EXPORT_TYPES = {"json": "application/json", "markdown": "text/markdown; charset=utf-8"}

@@ -51,6 +51,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def is_id(ref: str) -> bool:
+    """Whether a base's reference is its id: ASCII digits (``"¹"`` is a digit to
+    ``str.isdigit`` but not to ``int``)."""
+    return ref.isascii() and ref.isdigit()
+
+
 @dataclass(frozen=True)
 class KnowledgeBase:
     id: int
@@ -177,8 +183,10 @@ class KnowledgeBases:
     def get(self, user: str, ref: int | str, need: Permission = "read") -> KnowledgeBase:
         """The base ``ref`` (an id, or a name among those the user sees) if they hold ``need``."""
         value: int | str
-        if isinstance(ref, int) or ref.isdigit():
+        if isinstance(ref, int) or is_id(ref):
             where, value = "kb.id = :ref", int(ref)
+            if value > sqlite.MAX_INTEGER:  # no such id, rather than an overflow
+                raise NotFound(f"knowledge base {ref!r} not found")
         else:
             # A user's own base wins a name shared with them by someone else.
             where, value = "kb.name = :ref", ref

@@ -17,6 +17,7 @@ import sqlite_vec
 from pysqlite3 import dbapi2 as driver
 
 __all__ = [
+    "MAX_INTEGER",
     "Connection",
     "IntegrityError",
     "OperationalError",
@@ -25,6 +26,10 @@ __all__ = [
     "driver",
     "load_extensions",
 ]
+
+# The largest integer SQLite holds: binding a larger one raises OverflowError, so
+# the API bounds every integer that reaches a query (an id, a limit) by it.
+MAX_INTEGER = 2**63 - 1
 
 if TYPE_CHECKING:
     # pysqlite3 ships no type information; its API is the standard library's, name for name.
