@@ -84,7 +84,10 @@ def main() -> int:
             "--request-timeout", "120", "--no-color",
             *args.schemathesis_args,
         ]  # fmt: skip
-        print("$", " ".join(run), flush=True)
+        shown = [
+            arg if not arg.startswith("Authorization") else "Authorization: Bearer …" for arg in run
+        ]
+        print("$", " ".join(shown), flush=True)  # the key is a secret, even a test's
         hooks = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.schema_fuzz"}
         hooks["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), hooks.get("PYTHONPATH")]))
         status = subprocess.run(run, env=hooks, cwd=ROOT, check=False).returncode
