@@ -90,7 +90,8 @@ def main() -> int:
         print("$", " ".join(shown), flush=True)  # the key is a secret, even a test's
         hooks = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.schema_fuzz"}
         hooks["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), hooks.get("PYTHONPATH")]))
-        status = subprocess.run(run, env=hooks, cwd=ROOT, check=False).returncode
+        # In the server's home: schemathesis leaves its cache in the folder it runs in.
+        status = subprocess.run(run, env=hooks, cwd=home, check=False).returncode
         if server.poll() is not None:
             print(f"the server died ({server.returncode}):\n{log.read_text()}", flush=True)
             return 1
