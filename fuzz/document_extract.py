@@ -17,25 +17,13 @@ import atheris
 from common import fuzz
 
 with atheris.instrument_imports():
-    from tests.support.documents import docx_file, pdf
+    from tests.support.documents import samples
 
     from blackroad.errors import InvalidRequest, PayloadTooLarge
     from blackroad.memory.extract import extract
 
-NAMES = ["notes.txt", "notes.md", "page.html", "paper.pdf", "letter.docx", "table.csv", "upload"]
-SEEDS = {
-    "notes.txt": "Plain text.\r\nA second line, ünïcode ✓\n".encode(),
-    "notes.md": b"# Title\n\nSome *markdown*.\n\n```\n# not a heading\n```\n## Section\n",
-    "page.html": (
-        b"<!doctype html><html><head><title>T</title><style>x{}</style></head><body>"
-        b"<h1>Head</h1><p>Para &amp; more<br>next</p><ul><li>one</li></ul>"
-        b"<table><tr><td>a</td><td>b</td></tr></table><pre>  code\n</pre></body></html>"
-    ),
-    "paper.pdf": pdf(["First page of text.", "Second page."], title="Paper"),
-    "letter.docx": docx_file([("Heading", ["A paragraph.", "Another."])], title="Letter"),
-    "table.csv": b"name,city\nAda,London\nAlan,\n",
-    "upload": b"no extension, so text",
-}
+SEEDS = samples()
+NAMES = list(SEEDS)
 
 
 def test_one_input(data: bytes) -> None:
