@@ -215,7 +215,7 @@ def test_bad_field(
 
 # Per endpoint, the field it tokenizes, holding a lone surrogate: json.dumps
 # writes it as the escape \udcff, valid JSON that decodes to no Unicode text.
-LONE_SURROGATE = {
+LONE_SURROGATE: dict[str, dict[str, Any]] = {
     "generate": {"prompt": "a\udcffb"},
     "chat": {"messages": [{"role": "user", "content": "a\udcffb"}]},
     "embed": {"input": ["\udcff"]},

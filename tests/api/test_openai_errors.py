@@ -111,7 +111,7 @@ def test_body_not_a_json_object(http: httpx.Client, path: str, raw: bytes, messa
 
 # The text each endpoint tokenizes, holding a lone surrogate: json.dumps writes
 # it as the escape \udcff, valid JSON that decodes to no Unicode text.
-LONE_SURROGATE = {
+LONE_SURROGATE: dict[str, dict[str, Any]] = {
     CHAT: {"messages": [{"role": "user", "content": "a\udcffb"}]},
     COMPLETIONS: {"prompt": "a\udcffb"},
     EMBEDDINGS: {"input": ["\udcff"]},
