@@ -1,17 +1,14 @@
 """Damaged documents of every type: read, or refused with the extractor's own errors.
 
-``fuzz/document_extract.py`` fuzzes the same function for longer. Two kinds of
-crash it found are pinned below as strict xfails, reported to the owner of
-``memory/extract.py``: on the server they are contained (the helper process
-that reads documents turns any exception into a 400 naming it), but the
-extractor itself should say what was wrong with the file.
+``fuzz/document_extract.py`` fuzzes the same function for longer; the two kinds
+of crash it found are the cases below (on the server the helper process that
+reads documents turned them into a 400 naming the exception, not the file).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import traceback
 import zipfile
 
 import pytest
@@ -43,27 +40,14 @@ def damaged(draw: st.DrawFn) -> tuple[str, bytes]:
     return name, bytes(data)
 
 
-def reported(error: BaseException) -> bool:
-    """One of the two crashes pinned by the xfails below, raised where they are."""
-    where = traceback.extract_tb(error.__traceback__)[-1].filename
-    return (isinstance(error, AssertionError) and where.endswith("_markupbase.py")) or (
-        where.endswith("zipfile.py")  # UnicodeDecodeError, NotImplementedError, ...
-    )
-
-
 @settings(max_examples=200, deadline=None)
 @given(document=damaged())
 def test_a_damaged_document_is_read_or_refused(document: tuple[str, bytes]) -> None:
     name, data = document
-    try:
-        with contextlib.suppress(InvalidRequest, PayloadTooLarge):
-            extract(data, name)
-    except Exception as error:
-        if not reported(error):
-            raise
+    with contextlib.suppress(InvalidRequest, PayloadTooLarge):
+        extract(data, name)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="reported: HTMLParser's assert")
 def test_an_unknown_marked_section_in_html_is_refused() -> None:
     # Python 3.11's html.parser asserts on a marked section it does not know.
     with pytest.raises(InvalidRequest, match=r"page\.html"):
@@ -85,13 +69,11 @@ def docx_like(name_flagged_utf8: bool, version_needed: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, NotImplementedError),
-                   reason="reported: zipfile raises more than BadZipFile")  # fmt: skip
 @pytest.mark.parametrize("name", ["letter.docx", "upload"])
 @pytest.mark.parametrize(
     ("flagged", "version"), [(True, 20), (False, 0xFF)], ids=["name", "version"]
 )
 def test_a_zip_python_cannot_open_is_refused(name: str, flagged: bool, version: int) -> None:
-    # _read_docx and _is_docx catch BadZipFile and OSError only.
+    # zipfile raised UnicodeDecodeError and NotImplementedError past the extractor.
     with pytest.raises(InvalidRequest):
         extract(docx_like(flagged, version), name)
