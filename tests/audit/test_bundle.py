@@ -516,7 +516,10 @@ def tampered_members(draw: st.DrawFn, members: dict[str, bytes]) -> dict[str, by
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(members=tampered_members(members_of(SMALL)))
 def test_a_tampered_bundle_gets_a_verdict_never_an_exception(

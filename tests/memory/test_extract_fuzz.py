@@ -3,6 +3,7 @@
 ``fuzz/document_extract.py`` fuzzes the same function for longer; the two kinds
 of crash it found are the cases below (on the server the helper process that
 reads documents turned them into a 400 naming the exception, not the file).
+A third, found later, is a strict xfail reported to the owner of ``memory/extract.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from blackroad.errors import InvalidRequest, PayloadTooLarge
 from blackroad.memory.extract import extract
-from tests.support.documents import samples
+from tests.support.documents import pdf, samples
 
 SAMPLES = samples()
 INSERTS = [b"<![x]>", b"<", b"PK\x03\x04", b"%PDF-", b"\x00", b"\xff\xfe", b'"', b"\r\n"]
@@ -40,7 +41,7 @@ def damaged(draw: st.DrawFn) -> tuple[str, bytes]:
     return name, bytes(data)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(document=damaged())
 def test_a_damaged_document_is_read_or_refused(document: tuple[str, bytes]) -> None:
     name, data = document
@@ -77,3 +78,10 @@ def test_a_zip_python_cannot_open_is_refused(name: str, flagged: bool, version: 
     # zipfile raised UnicodeDecodeError and NotImplementedError past the extractor.
     with pytest.raises(InvalidRequest):
         extract(docx_like(flagged, version), name)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason="reported: _pdf_title's .split()")
+def test_a_pdf_whose_title_is_a_number_is_read() -> None:
+    # pypdf gives the /Title as it is written: a NumberObject has no split().
+    data = pdf(["Some text."], title="Paper").replace(b"/Title (Paper)", b"/Title 1234567")
+    assert extract(data, "paper.pdf").text == "Some text."

@@ -167,7 +167,10 @@ def damaged(draw: st.DrawFn) -> bytes:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=damaged())
 def test_a_damaged_header_is_read_or_refused_never_a_crash(tmp_path: Path, data: bytes) -> None:
