@@ -291,7 +291,7 @@ def main(argv: list[str]) -> int:
         install("")
         os.execv(blackroad, [str(blackroad), "up", *rest])
     install("test")
-    run(PYTHON, "-m", "ruff", "check", "src", "tests", "bench", "scripts")
+    run(PYTHON, "-m", "ruff", "check", "src", "tests", "bench", "scripts", "fuzz")
     run(PYTHON, "-m", "mypy")
     return subprocess.run([PYTHON, "-m", "pytest", *rest], check=False).returncode
 

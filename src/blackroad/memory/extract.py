@@ -390,7 +390,9 @@ def _pdf_title(reader: pypdf.PdfReader) -> str | None:
         title = reader.metadata.title if reader.metadata else None
     except Exception:  # a damaged info dictionary costs the title, not the document
         return None
-    return " ".join((title or "").split()) or None
+    if not isinstance(title, str):  # the info dictionary may hold a number or a dictionary
+        return None
+    return " ".join(title.split()) or None
 
 
 def _read_docx(data: bytes, filename: str, max_characters: int) -> Read:
