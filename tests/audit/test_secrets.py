@@ -297,23 +297,33 @@ def test_no_secret_sent_to_a_route_enters_any_log(
 def test_the_digest_is_of_the_redacted_body_and_the_log_still_verifies(
     audited: tuple[Server, str], tmp_path: Path
 ) -> None:
-    """What ``input_sha256`` stands for, in either mode; a body that cannot be parsed is
-    withheld whole; and the bundle verifies offline as before."""
+    """What ``input_sha256`` stands for, in either mode; a body that cannot be parsed, or
+    whose JSON holds no text (a lone surrogate), is withheld whole; and the bundle
+    verifies offline as before."""
     server, mode = audited
     name, password = f"digest-{uuid.uuid4().hex[:8]}", secret()
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
         made = http.post("/api/admin/users", json={"name": name, "password": password})
         assert made.status_code == 201, made.text
         cut = f'{{"name": "{name}", "password": "{password}"'.encode()
-        refused = http.post("/api/login", content=cut, headers={"content-type": "application/json"})
+        as_json = {"content-type": "application/json"}
+        refused = http.post("/api/login", content=cut, headers=as_json)
         assert refused.status_code == 400
-    made_row, cut_row = records(server)[-2:]
+        # Redacted, then encoded to be digested: the encoding raised, the record
+        # was never written and the 400 was cut off mid-response.
+        lone = f'{{"name": "{name}\\udcff", "password": "{password}"}}'.encode()
+        refused = http.post("/api/login", content=lone, headers=as_json)
+        assert refused.status_code == 400, refused.text
+    made_row, cut_row, lone_row = records(server)[-3:]
     redacted = canonical({"name": name, "password": "<redacted>"})
     made_record, cut_record = json.loads(made_row["record"]), json.loads(cut_row["record"])
     assert made_record["input_sha256"] == hashlib.sha256(redacted.encode()).hexdigest()
     assert made_row["input"] == (redacted if mode == "full" else None)
     assert "input_sha256" not in cut_record and cut_row["input"] is None
     assert cut_record["input_bytes_withheld"] == len(cut)
+    lone_record = json.loads(lone_row["record"])
+    assert "input_sha256" not in lone_record and lone_row["input"] is None
+    assert lone_record["input_bytes_withheld"] == len(lone)
     bundle = tmp_path / "bundle.zip"
     assert blackroad("audit", "export", "--out", str(bundle), home=server.home).returncode == 0
     key = blackroad("audit", "key", home=server.home).stdout.strip()

@@ -133,10 +133,11 @@ class Received:
             try:
                 redacted, secrets = redact(json.loads(whole))
                 document = canonical(redacted)
+                encoded = document.encode("utf-8")  # a lone surrogate ("\udcff") is no text
             except (ValueError, RecursionError):  # not JSON (nor UTF-8), or nested too deep
                 pass
             else:
-                digest = hashlib.sha256(document.encode("utf-8")).hexdigest()
+                digest = hashlib.sha256(encoded).hexdigest()
                 return Captured(digest, document if self._keep else None, secrets=secrets)
         if content or not self._size:
             kept = None
