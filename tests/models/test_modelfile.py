@@ -17,7 +17,7 @@ from blackroad.models.modelfile import Modelfile, parse, render
 
 WORDS = ["FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "MESSAGE", "LICENSE", "ADAPTER", "from",
          "#", '"""', '"', "\\", "stop", "num_ctx", "temperature", "user", "1", "x", " ", "\n",
-         "\t", "\r", "\u2028", "\x85", "\x0c", "\\u0041"]  # fmt: skip
+         "\t", "\r", "\u2028", "\x85", "\x0c", "\x1f", "\\u0041"]  # fmt: skip
 MODELFILE_TEXT = st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=5)), max_size=30).map(
     "".join
 )
@@ -59,6 +59,16 @@ def test_render_gives_back_what_it_was_given(value: str) -> None:
     # Written in triple quotes whatever they held, these came back cut or changed.
     model = Modelfile(base=value, template=value, system=value, license=[value],
                       messages=[{"role": "user", "content": value}])  # fmt: skip
+    assert parse(render(model)) == model
+
+
+@pytest.mark.parametrize("space", ["\t", "\x1f", "\u3000"])
+def test_any_whitespace_separates_a_command_its_parameter_and_its_role(space: str) -> None:
+    # The name was cut at " " only, then stripped for the check but kept for the
+    # key: "stop\x1f" passed as stop and rendered as a line that read back as junk.
+    model = parse(f'FROM{space}x\nPARAMETER{space}stop{space}"END"\nMESSAGE{space}user{space}Hi')
+    assert model.parameters == {"stop": ["END"]}
+    assert model.messages == [{"role": "user", "content": "Hi"}]
     assert parse(render(model)) == model
 
 

@@ -8,6 +8,7 @@ template here (BlackRoad renders templates as llama.cpp does), not a Go one.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,9 @@ from blackroad.errors import InvalidRequest
 
 _COMMANDS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "MESSAGE", "LICENSE", "ADAPTER"}
 _ROLES = {"system", "user", "assistant"}
+# A command, a parameter's name or a role, and what follows its one separator:
+# any whitespace separates, as str.split and str.strip see it (\t, \x1f too).
+_WORD = re.compile(r"(\S*)\s?(.*)", re.DOTALL)
 # PARAMETER names and how their values are read; stop may repeat.
 _PARAMETER_TYPES: dict[str, type] = {
     "num_predict": int,
@@ -55,6 +59,12 @@ def parameter_value(name: str, raw: Any) -> Any:
         ) from None
 
 
+def _first_word(text: str) -> tuple[str, str]:
+    match = _WORD.match(text)
+    assert match is not None  # both groups match the empty string
+    return match[1], match[2]
+
+
 def _statements(text: str) -> list[tuple[int, str, str, bool]]:
     """(line number, COMMAND, argument text, was it triple-quoted) per statement."""
     lines = text.splitlines()
@@ -66,8 +76,8 @@ def _statements(text: str) -> list[tuple[int, str, str, bool]]:
         index += 1
         if not line.strip() or line.startswith("#"):
             continue
-        command, _, rest = line.partition(" ")
-        command, rest = command.rstrip().upper(), rest.lstrip()
+        command, rest = _first_word(line)
+        command, rest = command.upper(), rest.lstrip()
         if command not in _COMMANDS:
             raise InvalidRequest(f"Modelfile line {number}: unknown command {command!r}")
         head, quote, after = rest.partition('"""')
@@ -119,14 +129,14 @@ def parse(text: str) -> Modelfile:
         if command == "FROM":
             result.base = value(rest)
         elif command == "PARAMETER":
-            name, _, raw_value = rest.partition(" ")
-            converted = parameter_value(name.strip(), value(raw_value))
+            name, raw_value = _first_word(rest)
+            converted = parameter_value(name, value(raw_value))
             if name == "stop":
                 result.parameters.setdefault("stop", []).append(converted)
             else:
                 result.parameters[name] = converted
         elif command == "MESSAGE":
-            role, _, content = rest.partition(" ")
+            role, content = _first_word(rest)
             if role.lower() not in _ROLES:
                 raise InvalidRequest(
                     f"Modelfile line {number}: MESSAGE role must be one of "
