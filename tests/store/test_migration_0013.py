@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, event
-
 from blackroad.store import sqlite
-from blackroad.store.database import Database, _on_connect
+from blackroad.store.database import Database
+from tests.support.migrations import upgrade_to
 
 NOW = "2025-01-01T00:00:00"
 # Every table 0013 rebuilds, with the id of its newest row below.
@@ -63,17 +60,6 @@ ROWS = [
 ]
 
 
-def _at_0012(path: Path) -> None:
-    engine = create_engine(f"sqlite:///{path}", module=sqlite.driver)
-    event.listen(engine, "connect", _on_connect)
-    config = Config()
-    config.set_main_option("script_location", "blackroad.store:migrations")
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0012_node_draining")
-    engine.dispose()
-
-
 def _found(db: sqlite.Connection, index: str, word: str) -> list[int]:
     """The rowids of a full-text index's rows holding ``word`` (``index`` is a constant)."""
     query = f"SELECT rowid FROM {index} WHERE {index} MATCH ?"  # noqa: S608
@@ -87,7 +73,7 @@ def _contents(db: sqlite.Connection) -> dict[str, list[tuple[object, ...]]]:
 
 def test_an_existing_database_keeps_every_row_and_never_reuses_an_id(tmp_path: Path) -> None:
     path = tmp_path / "blackroad.db"
-    _at_0012(path)
+    upgrade_to(path, "0012_node_draining")
     with sqlite.connect(path) as db:
         db.execute("PRAGMA foreign_keys=ON")
         for statement in ROWS:

@@ -6,31 +6,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, event
 
 from blackroad.errors import Unauthorized
 from blackroad.fleet.heartbeat import capabilities
 from blackroad.fleet.membership import Membership
 from blackroad.identity.keys import hash_secret
 from blackroad.store import sqlite
-from blackroad.store.database import Database, _on_connect
+from blackroad.store.database import Database
+from tests.support.migrations import upgrade_to
 
 # As SQLAlchemy writes a DateTime into SQLite.
 STORED = "%Y-%m-%d %H:%M:%S.%f"
 MADE = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def _at_0013(path: Path) -> None:
-    engine = create_engine(f"sqlite:///{path}", module=sqlite.driver)
-    event.listen(engine, "connect", _on_connect)
-    config = Config()
-    config.set_main_option("script_location", "blackroad.store:migrations")
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0013_agents_ids_and_trust")
-    engine.dispose()
 
 
 def _secret(name: str) -> str:
@@ -39,7 +26,7 @@ def _secret(name: str) -> str:
 
 def test_tokens_made_before_keep_no_unlimited_or_unexpiring_use(tmp_path: Path) -> None:
     path = tmp_path / "blackroad.db"
-    _at_0013(path)
+    upgrade_to(path, "0013_agents_ids_and_trust")
     later = (datetime.now(UTC) + timedelta(days=3)).strftime(STORED)
     made = MADE.strftime(STORED)
     # name: (expires_at, revoked_at, used_at)
