@@ -82,11 +82,17 @@ class Sent:
         )
 
 
-def _login(http: httpx.Client, sent: Sent, server: Server) -> None:
-    name, password = f"login-{uuid.uuid4().hex[:8]}", secret()
+def _user(http: httpx.Client, sent: Sent, prefix: str) -> tuple[str, str]:
+    """A new user made through the API, with a password the logs must never hold."""
+    name, password = f"{prefix}-{uuid.uuid4().hex[:8]}", secret()
     sent.secrets.append(password)
     made = sent.send(http, "POST", "/api/admin/users", {"name": name, "password": password})
     assert made.status_code == 201, made.text
+    return name, password
+
+
+def _login(http: httpx.Client, sent: Sent, server: Server) -> None:
+    name, password = _user(http, sent, "login")
     logged_in = sent.send(http, "POST", "/api/login", {"name": name, "password": password})
     assert logged_in.status_code == 201, logged_in.text
     wrong = secret()
@@ -96,10 +102,7 @@ def _login(http: httpx.Client, sent: Sent, server: Server) -> None:
 
 
 def _session(http: httpx.Client, sent: Sent, server: Server) -> None:
-    name, password = f"session-{uuid.uuid4().hex[:8]}", secret()
-    sent.secrets.append(password)
-    made = sent.send(http, "POST", "/api/admin/users", {"name": name, "password": password})
-    assert made.status_code == 201, made.text
+    name, password = _user(http, sent, "session")
     opened = sent.send(http, "POST", "/api/session", {"name": name, "password": password})
     assert opened.status_code == 201, opened.text
 
