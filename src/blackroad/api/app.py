@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         queue_timeout=settings.fleet_queue_timeout,
     )
     service = Inference(catalog, pool, router)
-    metrics = Metrics(pool.health, lambda: router_loads(router))
+    metrics = Metrics(pool.health, lambda: router_loads(router), lambda: router.waiting)
     fleet = Nodes(database)
     placer = Placer(Placements(database), settings.registry, settings.registry_key)
     audit = AuditLog.of(settings, database)

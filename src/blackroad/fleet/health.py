@@ -7,7 +7,8 @@ first failure, so a killed node leaves the rotation at once; other failures
 (timeouts, 5xx) open it after ``threshold`` in a row. A node that refuses
 BlackRoad's key opens it for a minute at a time. Each time a half-open
 trial fails the cool-down doubles, up to ``max_cooldown``; any success closes
-the breaker and resets it.
+the breaker and resets it. ``recoveries`` counts the times it closed again
+after opening: a job that a node failed may go back to it once it has.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Breaker:
     cooldown: float = field(init=False)
     opened_at: float = 0.0
     trial: bool = False  # a half-open trial request is in flight
+    recoveries: int = 0  # times it closed again after opening
 
     def __post_init__(self) -> None:
         self.cooldown = self.base_cooldown
@@ -51,6 +53,8 @@ class Breaker:
             self.trial = True
 
     def success(self) -> None:
+        if self.state != "closed":
+            self.recoveries += 1
         self.state, self.failures, self.trial = "closed", 0, False
         self.cooldown = self.base_cooldown
 

@@ -3,7 +3,8 @@
 Every round reads the peers from the database (the CLI and node joins write
 there, maybe from another process), adds, replaces or drops the router's
 members to match, then asks every peer for its model list at once. An answer
-closes the peer's breaker and updates the models it is routed; no answer
+closes the peer's breaker (waking the requests that wait for a node to come
+back) and updates the models it is routed; no answer
 counts as a failure (a refused connection opens the breaker at once). What
 each peer answered is written back for ``blackroad fleet`` and ``/api/fleet``.
 Passive detection (failed requests) is the router's; together they make a
@@ -93,9 +94,7 @@ async def probe(nodes: Nodes, router: Router, limit: int, within: float) -> None
                 router.lost(peer.name)
         else:
             target.member.listed(result, asked_at)
-            if target.breaker.state != "closed":
-                log.info("node %s is back", peer.name)
-            target.breaker.success()
+            router.succeeded(target)
     await asyncio.to_thread(nodes.record, outcomes)
 
 

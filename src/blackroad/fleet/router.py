@@ -6,17 +6,25 @@ model and whose breaker lets requests through, prefers the node that served
 the conversation before (its KV cache holds the prefix) unless that node is
 full, and otherwise the one with the least outstanding work for its measured
 speed. Peers have a concurrency limit; when every node that could serve is
-full the job waits, in a bounded queue and for a bounded time, then gets
-503 with Retry-After.
+full, or down, the job waits, in a bounded queue and for a bounded time
+(``queue_timeout``), then gets 503 with Retry-After. A wait for a node to
+come back is no polling of the dead: the probe that closes a node's breaker
+wakes the jobs waiting (``succeeded``), as a node freed or added does.
 
 When a node fails (``NodeUnavailable``: unreachable, a timeout, a 5xx, a cut
 stream) its breaker hears of it and the job moves on. Before the first token
 the job simply starts again elsewhere; after it, the next node is sent the
 original prompt plus the text already delivered and continues it, so the
 client's stream goes on. A node whose queue is full (``QueueFull``) is busy,
-not broken: the job tries another. Only when no node is left does the error
-reach the client. Active probes (``watch``) keep breakers and model lists
-current, so a node that comes back rejoins by itself.
+not broken: the job tries another. When every node that serves the model
+is down (the job's own node among them) the job, or the rest of its stream,
+waits within the same bound for one to come back, then starts or continues
+there, so a rolling restart of every node loses nothing. A node that failed
+the job is asked again only once it has recovered. The error reaches the
+client only when the bound passes, or when no node is left that could come
+back (each that serves the model is up and failed the job). Active probes
+(``watch``) keep breakers and model lists current, so a node that comes back
+rejoins by itself.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
@@ -66,6 +74,27 @@ class Target:
         rate = (tokens - 1) / seconds
         old = self.speed
         self.speed = rate if old is None else old + SPEED_SMOOTHING * (rate - old)
+
+
+class _Failed:
+    """The nodes that failed one job: none is given the job again until it has recovered.
+
+    Recovered: its breaker closed again since (a probe or another request
+    heard it answer), or it is a new member of the same name (a node that
+    came back at another address).
+    """
+
+    def __init__(self) -> None:
+        self._when: dict[str, tuple[Breaker, int]] = {}
+
+    def add(self, target: Target) -> None:
+        self._when[target.name] = (target.breaker, target.breaker.recoveries)
+
+    def __contains__(self, target: object) -> bool:
+        if not isinstance(target, Target) or target.name not in self._when:
+            return False
+        breaker, recoveries = self._when[target.name]
+        return breaker is target.breaker and recoveries == breaker.recoveries
 
 
 class _Watch:
@@ -141,17 +170,29 @@ class Router:
 
     # Choosing -------------------------------------------------------------
 
-    def serving(self, job: Job, exclude: Collection[str] = ()) -> list[Target]:
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a node: every one that serves their model is full or down."""
+        return self._waiting
+
+    def serving(self, job: Job, exclude: Container[Target] = ()) -> list[Target]:
         """The nodes that could take ``job`` now, full or not."""
         now = time.monotonic()
         return [
             t
             for t in self.targets.values()
-            if t.name not in exclude
+            if t not in exclude
             and not t.member.draining
             and t.member.serves(job)
             and t.breaker.available(now)
         ]
+
+    def _down(self, job: Job) -> bool:
+        """Is a node that would serve ``job`` down now (so it may come back)?"""
+        return any(
+            t.breaker.state != "closed" and not t.member.draining and t.member.serves(job)
+            for t in self.targets.values()
+        )
 
     def _choose(self, job: Job, candidates: list[Target]) -> Target | None:
         free = [t for t in candidates if not t.full]
@@ -167,31 +208,41 @@ class Router:
         return min(free, key=lambda t: (t.outstanding + 1) / (t.speed or default))
 
     async def _acquire(
-        self, job: Job, exclude: set[str], failure: ServiceUnavailable | None
+        self, job: Job, failed: _Failed, failure: ServiceUnavailable | None, deadline: float
     ) -> Target:
-        """Claim a node for ``job``: wait while all are full; fail when none is left."""
-        deadline = time.monotonic() + self.queue_timeout
+        """Claim a node for ``job``: wait until ``deadline`` while all are full or down."""
         queued = False
         try:
             while True:
-                candidates = self.serving(job, exclude)
-                if not candidates:
-                    if failure is not None:
-                        raise failure
-                    raise ServiceUnavailable(f"no node that serves {job.model} is up", 2)
+                candidates = self.serving(job, failed)
                 target = self._choose(job, candidates)
                 if target is not None:
                     break
+                if not candidates and not self._down(job):
+                    # Nothing to wait for: each node that serves the model is
+                    # up and failed this job (or none serves it any more).
+                    if failure is not None:
+                        raise failure
+                    raise ServiceUnavailable(f"no node that serves {job.model} is up", 2)
                 if not queued:
                     if self._waiting >= self.queue_size:
-                        raise QueueFull(f"every node serving {job.model} is busy", 2)
+                        state = "busy" if candidates else "down"
+                        raise QueueFull(f"every node serving {job.model} is {state}", 2)
                     self._waiting += 1
                     queued = True
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ServiceUnavailable(
-                        f"every node serving {job.model} stayed busy; retry later", 2
+                    if candidates:
+                        raise ServiceUnavailable(
+                            f"every node serving {job.model} stayed busy; retry later", 2
+                        )
+                    raise NodeUnavailable(
+                        f"no node serving {job.model} came back within "
+                        f"{self.queue_timeout:g} s; retry later",
+                        2,
                     )
+                # Woken when a node is freed, added or heard again; the
+                # timeout only lets a half-open breaker's trial be taken.
                 async with self._changed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
@@ -231,6 +282,14 @@ class Router:
         for watch in () if target is None else list(target.watches):
             watch.lose()
 
+    def succeeded(self, target: Target) -> None:
+        """``target`` answered (a probe, a request): its breaker closes; if it was down,
+        the jobs waiting for a node try again."""
+        if target.breaker.state != "closed":
+            log.info("node %s is back", target.name)
+            self._wake()
+        target.breaker.success()
+
     def _release(self, target: Target) -> None:
         target.outstanding -= 1
         self._wake()
@@ -244,9 +303,9 @@ class Router:
     # Running --------------------------------------------------------------
 
     async def _on(
-        self, job: Job, exclude: set[str], failure: ServiceUnavailable | None
+        self, job: Job, failed: _Failed, failure: ServiceUnavailable | None, deadline: float
     ) -> tuple[Target, Engine]:
-        target = await self._acquire(job, exclude, failure)
+        target = await self._acquire(job, failed, failure, deadline)
         try:
             return target, await target.member.engine(job)
         except BaseException:
@@ -265,13 +324,14 @@ class Router:
 
     async def stream(self, job: Job) -> AsyncIterator[Chunk]:
         """Generate ``job`` on the fleet; the stream survives the nodes that die under it."""
-        tried: set[str] = set()
+        failed = _Failed()
         failure: ServiceUnavailable | None = None
+        deadline = time.monotonic() + self.queue_timeout
         delivered: list[str] = []
         tokens = 0  # chunks delivered: one token each, as every engine streams them
         current = job
         while True:
-            target, engine = await self._on(current, tried, failure)
+            target, engine = await self._on(current, failed, failure, deadline)
             first: float | None = None
             earlier = tokens  # delivered by the nodes before this one
             watch = _Watch()
@@ -284,7 +344,7 @@ class Router:
                     async for chunk in stream:
                         if first is None:
                             first = time.monotonic()
-                            target.breaker.success()
+                            self.succeeded(target)
                         if chunk.finish is not None:
                             seconds = time.monotonic() - first
                             target.measured(chunk.finish.completion_tokens, seconds)
@@ -297,8 +357,10 @@ class Router:
                 return
             except (NodeUnavailable, QueueFull) as exc:
                 self._failed(target, exc)
-                tried.add(target.name)
+                failed.add(target)
                 failure = exc
+                if first is not None:  # it served: the wait for the next node starts now
+                    deadline = time.monotonic() + self.queue_timeout
                 limit = job.params.max_tokens
                 if limit is not None and tokens >= limit:  # it died after its last token
                     yield Chunk("", Finish("length", 0, tokens))
@@ -313,17 +375,18 @@ class Router:
 
     async def on_any(self, job: Job, work: Callable[[Engine], Awaitable[R]]) -> R:
         """Run one call (not a stream) on a node that serves the model, as ``stream`` retries."""
-        tried: set[str] = set()
+        failed = _Failed()
         failure: ServiceUnavailable | None = None
+        deadline = time.monotonic() + self.queue_timeout
         while True:
-            target, engine = await self._on(job, tried, failure)
+            target, engine = await self._on(job, failed, failure, deadline)
             try:
                 result = await work(engine)
-                target.breaker.success()
+                self.succeeded(target)
                 return result
             except (NodeUnavailable, QueueFull) as exc:
                 self._failed(target, exc)
-                tried.add(target.name)
+                failed.add(target)
                 failure = exc
             finally:
                 self._release(target)

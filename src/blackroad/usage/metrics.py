@@ -134,10 +134,11 @@ class NodeLoad:
 
 
 class _FleetCollector:
-    """Per-node gauges, read from the router at scrape time."""
+    """Per-node gauges, and the requests waiting for a node, read from the router at scrape time."""
 
-    def __init__(self, nodes: Callable[[], Iterable[NodeLoad]]) -> None:
+    def __init__(self, nodes: Callable[[], Iterable[NodeLoad]], waiting: Callable[[], int]) -> None:
         self._nodes = nodes
+        self._waiting = waiting
 
     @staticmethod
     def _families() -> dict[str, GaugeMetricFamily]:
@@ -155,6 +156,10 @@ class _FleetCollector:
                 "Decode speed of the node's streams, as the router measured them.",
                 labels=["node"],
             ),
+            "waiting": GaugeMetricFamily(
+                "blackroad_fleet_waiting",
+                "Requests waiting for a node: each that serves their model is full or down.",
+            ),
         }  # fmt: skip
 
     def describe(self) -> Iterator[Metric]:
@@ -167,6 +172,7 @@ class _FleetCollector:
             families["outstanding"].add_metric([load.node], load.outstanding)
             if load.tokens_per_second is not None:
                 families["speed"].add_metric([load.node], load.tokens_per_second)
+        families["waiting"].add_metric([], self._waiting())
         yield from families.values()
 
 
@@ -177,6 +183,7 @@ class Metrics:
         self,
         engines: Callable[[], Iterable[EngineHealth]],
         nodes: Callable[[], Iterable[NodeLoad]],
+        waiting: Callable[[], int],
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -206,7 +213,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engines))
-        self.registry.register(_FleetCollector(nodes))
+        self.registry.register(_FleetCollector(nodes, waiting))
 
     def observe(
         self,
