@@ -183,20 +183,23 @@ def _states(control: Server) -> list[str]:
 
 
 @pytest.mark.parametrize("fleet", [(1, 1.0)], indirect=True)
-def test_with_every_node_down_a_clean_503_then_service_resumes(
+def test_with_every_node_down_past_the_wait_a_clean_503_then_service_resumes(
     control: Server, fleet: list[Node]
 ) -> None:
+    """The request waits for a node to come back (``test_waiting.py``), 3 s here, then 503."""
     client = openai.OpenAI(base_url=control.v1, api_key="unused", max_retries=0)
     fleet[0].kill()
+    waited = f"no node serving {MODEL} came back within 3 s"
     with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(model=MODEL, messages=CHAT)
     assert refused.value.status_code == 503
     assert int(refused.value.response.headers["retry-after"]) >= 1
     body = refused.value.body
     assert isinstance(body, dict) and body["code"] == "node_unavailable"
+    assert body["type"] == "server_error" and waited in body["message"]
     with pytest.raises(ollama.ResponseError) as down:
         ollama.Client(host=control.url).generate(model=MODEL, prompt="go")
-    assert down.value.status_code == 503 and "node" in down.value.error
+    assert down.value.status_code == 503 and waited in down.value.error
     fleet[0].start()
     until(lambda: _served(client))
 

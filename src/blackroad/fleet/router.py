@@ -366,7 +366,7 @@ class Router:
                     yield Chunk("", Finish("length", 0, tokens))
                     return
                 if delivered:
-                    log.info("continuing %s on another node after %d tokens", job.model, tokens)
+                    log.info("continuing %s on the next node after %d tokens", job.model, tokens)
                     current = job.resumed("".join(delivered), tokens)
             finally:
                 target.watches.discard(watch)
