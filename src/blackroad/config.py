@@ -100,7 +100,8 @@ class Settings:
     fleet_probe_seconds: float = 2.0
     # Requests the router sends to one peer at once; more wait for a free one.
     node_concurrency: int = 4
-    # How long a request may wait for a free node before 503.
+    # How long a request, or a stream cut by its node, may wait for a node of its
+    # model to be free or come back (every one busy or down) before 503.
     fleet_queue_timeout: float = 30.0
     # The audit log (audit/): "digests" keeps the sha256 of every request's
     # body and reply in its record; "full" keeps the texts too (erasable).
