@@ -63,10 +63,10 @@ def test_a_request_waits_for_the_only_node_to_come_back(patient: Server, tmp_pat
         try:
             node.kill()
             until(lambda: not up(patient, node), what="the router sees the node down")
+            client = openai.OpenAI(base_url=patient.v1, api_key="unused", max_retries=0)
             outcome: list[object] = []
 
             def ask() -> None:
-                client = openai.OpenAI(base_url=patient.v1, api_key="unused", max_retries=0)
                 try:
                     reply = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=3)
                     outcome.append(reply.choices[0].message.content)
@@ -77,6 +77,8 @@ def test_a_request_waits_for_the_only_node_to_come_back(patient: Server, tmp_pat
             asking.start()
             until(lambda: gauges(patient).get("waiting") == 1.0 or not asking.is_alive())
             assert asking.is_alive(), outcome  # it waits: no 503 while the node is down
+            with pytest.raises(openai.NotFoundError):  # a model no node serves does not wait
+                client.chat.completions.create(model="no-such-model", messages=CHAT)
             node.start()
             asking.join()
             assert outcome == [counted(3)]
