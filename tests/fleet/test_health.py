@@ -67,3 +67,14 @@ def test_a_node_refusing_our_key_is_asked_again_only_after_a_minute() -> None:
     assert state(breaker) == "open" and breaker.cooldown == REFUSED_COOLDOWN
     assert not breaker.available(breaker.opened_at + REFUSED_COOLDOWN - 1)
     assert breaker.available(breaker.opened_at + REFUSED_COOLDOWN)
+
+
+def test_recoveries_count_each_time_the_breaker_closes_after_opening() -> None:
+    breaker = Breaker()
+    breaker.success()
+    breaker.failure()  # below the threshold: it stays closed, nothing to recover from
+    breaker.success()
+    assert breaker.recoveries == 0
+    breaker.failure(dead=True)
+    breaker.success()  # a probe heard it again: a job it failed may go back to it
+    assert (state(breaker), breaker.recoveries) == ("closed", 1)
