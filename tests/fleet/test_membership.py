@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import openai
 import pytest
 from sqlalchemy import select
 
-from blackroad.errors import InvalidRequest, Unauthorized
-from blackroad.fleet.heartbeat import capabilities
+from blackroad.errors import BlackRoadError, InvalidRequest, Unauthorized
+from blackroad.fleet.heartbeat import NodeFile, capabilities
 from blackroad.fleet.membership import Membership
 from blackroad.identity.directory import Directory
 from blackroad.store.database import Database
@@ -77,17 +78,21 @@ def new_token(plane: Node, **body: Any) -> str:
     return token
 
 
-def node_process(plane: Node, home: Path, *args: str) -> Node:
-    """``blackroad node`` on a port of its own, joining (or back in) the fleet of ``plane``."""
+def node_process(plane: Node, home: Path, *args: str, join: str | None = None) -> Node:
+    """``blackroad node`` on a port of its own, joining (or back in) the fleet of ``plane``.
+
+    ``join``: what ``--join`` says instead of the plane's URL (several URLs).
+    """
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = server_env(home, port, heartbeat_seconds="1")
     log = home / f"node-{port}.log"
-    return Node([str(BLACKROAD), "node", "--join", plane.url, *args], port, log, env)
+    command = [str(BLACKROAD), "node", "--join", join or plane.url, *args]
+    return Node(command, port, log, env)
 
 
-def membership(home: Path) -> dict[str, str]:
-    data: dict[str, str] = json.loads((home / "node.json").read_text())
+def membership(home: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((home / "node.json").read_text())
     return data
 
 
@@ -124,7 +129,8 @@ def test_a_node_joins_reports_its_state_and_keeps_its_secrets(plane: Node, tmp_p
 
         # The node's server requires its own key, which the control plane holds.
         secrets = membership(node.log.parent)
-        assert set(secrets) == {"control_plane", "credential", "key", "name"}
+        assert set(secrets) == {"control_planes", "credential", "key", "name"}
+        assert secrets["control_planes"] == [plane.url]
         refused = httpx.get(f"{node.url}/api/tags", timeout=TIMEOUT)
         assert refused.status_code == 401 and "error" in refused.json()
         served = httpx.get(
@@ -533,3 +539,132 @@ def test_a_machine_shows_its_cpu_extensions_and_accelerators(tmp_path: Path) -> 
     }
     if machine["arch"] in ("x86_64", "amd64"):
         assert machine["simd"] == ["avx", "avx2", "avx512f"]
+
+
+# -- several control planes --------------------------------------------------------
+
+
+class Replica:
+    """A replica of the control plane as a node sees it: an HTTP server in front of ``plane``.
+
+    It forwards what it is sent, or, once ``fail()`` is called, answers every
+    request 503 as a replica that lost its database (or a proxy with no
+    replica behind it) does. It counts what it forwarded, by path.
+    """
+
+    def __init__(self, plane: Node) -> None:
+        self.plane = plane
+        self.forwarded: dict[str, int] = {}
+        self.failing = False
+        self.lock = threading.Lock()  # no forward is under way once fail() returns
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with replica.lock:
+                    if replica.failing:
+                        status, reply = 503, b'{"error": "no database"}'
+                    else:
+                        answer = httpx.post(
+                            f"{replica.plane.url}{self.path}",
+                            content=body,
+                            headers={"Authorization": self.headers.get("Authorization", ""),
+                                     "Content-Type": "application/json"},
+                            timeout=TIMEOUT,
+                        )  # fmt: skip
+                        status, reply = answer.status_code, answer.content
+                        replica.forwarded[self.path] = replica.forwarded.get(self.path, 0) + 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self) -> datetime:
+        """From now on every answer is a 503; the moment it began."""
+        with self.lock:
+            self.failing = True
+            return datetime.now(UTC)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def chat_on(node: Node) -> str | None:
+    """A chat answered by ``node`` itself, with the key its server requires."""
+    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=membership(node.log.parent)["key"],
+                           max_retries=0, timeout=TIMEOUT)  # fmt: skip
+    reply = client.chat.completions.create(
+        model=SMOLLM2, messages=[{"role": "user", "content": "Say hi."}], max_tokens=3
+    )
+    return reply.choices[0].message.content
+
+
+def test_a_node_heartbeats_to_whichever_replica_answers_and_serves_meanwhile(
+    plane: Node, tmp_path: Path
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    replica = Replica(plane)
+    try:
+        planes = [nowhere, replica.url, plane.url]
+        home = tmp_path / "n6"
+        node = node_process(
+            plane, home, "--token", new_token(plane), "--name", "n6", join=",".join(planes)
+        ).start()
+        try:
+            # The join went to the first replica that answered, and the node keeps every URL.
+            assert replica.forwarded.get("/api/fleet/join") == 1
+            assert membership(home)["control_planes"] == planes
+            # Its heartbeats pass the unreachable URL by and go through the replica.
+            eventually(
+                lambda: replica.forwarded.get("/api/fleet/heartbeat", 0) >= 2,
+                "heartbeats through the replica",
+            )
+            assert chat_on(node)
+
+            # The replica fails (5xx): the beats go on to the next URL, the node serves on.
+            failed = replica.fail()
+            listed = eventually(lambda: beating_since(plane, "n6", failed), "a beat past it")
+            assert listed["url"] == node.url and listed["stats"]
+            assert chat_on(node)
+            assert node.alive
+            log = node.log.read_text()
+            assert f"in the fleet of {replica.url}" in log and f"in the fleet of {plane.url}" in log
+        finally:
+            node.stop()
+    finally:
+        replica.close()
+    remove(plane, "n6")
+
+    # A join that no replica answers says why for each of them.
+    lost = blackroad(
+        "node", "--join", f"{nowhere},{replica.url}", "--token", new_token(plane),
+        home=tmp_path / "lost",
+    )  # fmt: skip
+    assert lost.returncode == 1, lost.stdout + lost.stderr
+    output = " ".join(lost.stdout.split())  # rich wraps long lines
+    assert nowhere in output and replica.url in output and "unreachable" in output
+
+
+def test_a_membership_file_of_one_control_plane_still_loads(tmp_path: Path) -> None:
+    """``node.json`` as written before replicas: one URL under ``control_plane``."""
+    path = tmp_path / "node.json"
+    old = {"control_plane": "http://control:11434", "credential": "brn-c", "key": "k", "name": "n"}
+    path.write_text(json.dumps(old))
+    loaded = NodeFile.load(path)
+    assert loaded is not None and loaded.control_planes == ("http://control:11434",)
+    assert (loaded.credential, loaded.key, loaded.name) == ("brn-c", "k", "n")
+    loaded.save(path)
+    assert json.loads(path.read_text())["control_planes"] == ["http://control:11434"]
+    path.write_text(json.dumps({**old, "control_plane": None, "control_planes": "http://x"}))
+    with pytest.raises(BlackRoadError, match="not a node's membership file"):
+        NodeFile.load(path)

@@ -2,11 +2,13 @@
 
 The node serves exactly what ``blackroad up`` serves (``serve.serve``), with
 its own generated key required on every request, and heartbeats its state
-to the control plane while it runs (``fleet/heartbeat.py``). Joining needs a
-join token once; the membership is kept in ``$BLACKROAD_HOME/node.json``, so
-a restart without ``--token`` comes back into the fleet by itself, and
-``--token`` again joins afresh (a new credential and a new key), under its
-own credential when it joins the same control plane under the same name.
+to the control plane while it runs (``fleet/heartbeat.py``): to whichever
+of its replicas answers, when ``--join`` lists several (comma-separated).
+Joining needs a join token once; the membership is kept in
+``$BLACKROAD_HOME/node.json``, so a restart without ``--token`` comes back
+into the fleet by itself, and ``--token`` again joins afresh (a new
+credential and a new key), under its own credential when it joins a control
+plane it was in (a URL in common) under the same name.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def advertised(host: str, port: int) -> str:
 
 def node(
     join: str | None = typer.Option(
-        None, "--join", help="The control plane's URL [as joined before]."
+        None,
+        "--join",
+        help="The control plane's URL, or its replicas' URLs comma-separated [as joined before].",
     ),
     token: str | None = typer.Option(
         None,
@@ -68,13 +72,16 @@ def node(
     try:
         url = check_url(advertise or advertised(settings.host, settings.port))
         stored = NodeFile.load(settings.node_file)
-        control_plane = check_url(join) if join else None
+        control_planes = _control_planes(join) if join else None
         if token is not None:
-            stored = _join(settings, control_plane, token, name, url, machine, stored)
+            stored = _join(settings, control_planes, token, name, url, machine, stored)
         elif stored is None:
             fail("This machine is in no fleet yet: blackroad node --join URL --token TOKEN")
-        elif control_plane not in (None, stored.control_plane):
-            fail(f"This node is in the fleet of {stored.control_plane}; --token joins another.")
+        elif control_planes not in (None, stored.control_planes):
+            fail(
+                f"This node is in the fleet of {','.join(stored.control_planes)}; "
+                "--token joins with other URLs."
+            )
         elif name not in (None, stored.name):
             fail(f"This node joined as {stored.name!r}; --token joins under another name.")
     except BlackRoadError as exc:
@@ -89,7 +96,8 @@ def node(
     )
     # httpx logs every request at INFO: one line per heartbeat is noise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    console.print(f"Node {membership.name!r} of {membership.control_plane}, reached at {url}")
+    planes = ", ".join(membership.control_planes)
+    console.print(f"Node {membership.name!r} of {planes}, reached at {url}")
 
     async def beat(app: FastAPI) -> None:
         await heartbeat.heartbeat_forever(
@@ -99,9 +107,17 @@ def node(
     serve(serving, create_admin=False, alongside=beat)
 
 
+def _control_planes(join: str) -> tuple[str, ...]:
+    """The URLs ``--join`` lists (comma-separated), each checked, in order, once."""
+    urls = [check_url(part) for part in join.split(",") if part.strip()]
+    if not urls:
+        fail("--join needs the control plane's URL")
+    return tuple(dict.fromkeys(urls))
+
+
 def _join(
     settings: Settings,
-    control_plane: str | None,
+    control_planes: tuple[str, ...] | None,
     token: str,
     name: str | None,
     url: str,
@@ -110,20 +126,20 @@ def _join(
 ) -> NodeFile:
     """Join with ``token``, with a fresh key; the membership, saved.
 
-    A node joining again, as itself, presents its credential: its name is its own.
+    A node joining again, as itself, presents its credential: its name is its
+    own. It is the same fleet when the URLs have one in common (a replica
+    added or retired); a node that joins another fleet keeps its credential
+    from it.
     """
-    target = control_plane or (stored.control_plane if stored else None)
-    if target is None:
+    targets = control_planes or (stored.control_planes if stored else None)
+    if targets is None:
         fail("Joining needs the control plane's URL: --join URL")
     chosen = name or (stored.name if stored else settings.node_name)
     key = secrets.token_urlsafe(32)
-    own = (
-        stored.credential
-        if stored and (stored.control_plane, stored.name) == (target, chosen)
-        else None
-    )
-    credential = heartbeat.join(target, token, chosen, url, key, machine, own)
-    membership = NodeFile(control_plane=target, credential=credential, key=key, name=chosen)
+    same_fleet = stored is not None and not set(stored.control_planes).isdisjoint(targets)
+    own = stored.credential if stored and same_fleet and stored.name == chosen else None
+    credential = heartbeat.join(targets, token, chosen, url, key, machine, own)
+    membership = NodeFile(control_planes=targets, credential=credential, key=key, name=chosen)
     membership.save(settings.node_file)
     return membership
 

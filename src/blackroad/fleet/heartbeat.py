@@ -1,12 +1,15 @@
 """A node's side of membership: its membership file, joining, what it reports, and its heartbeats.
 
 ``blackroad node`` joins a control plane once with a join token, then keeps
-``NodeFile`` (the control plane's URL, the node's credential, the key its
+``NodeFile`` (the control planes' URLs, the node's credential, the key its
 own server requires, its name) in ``$BLACKROAD_HOME/node.json``, so it comes
-back into the fleet by itself after a restart. Joining again (``--token``
-given to a node that has joined) presents that credential: its name is its
-own, so no other machine can take it, and no token's use is spent on it.
-Every few seconds it reports
+back into the fleet by itself after a restart. Several URLs are replicas of
+one control plane (one database): the join and each heartbeat go to the
+first that answers, starting from the one that answered last, and a replica
+unreachable or failing (5xx) passes the beat on to the next. Joining again
+(``--token`` given to a node that has joined) presents that credential: its
+name is its own, so no other machine can take it, and no token's use is
+spent on it. Every few seconds it reports
 its state (the wire format is ``Report``): the models it serves, which are
 loaded, the sequences running and waiting, free memory, the decode speed it
 measured per model, and what the machine can do (CPU architecture, cores,
@@ -176,7 +179,7 @@ def report(
 class NodeFile:
     """What a node keeps of its membership; secrets all, so the file is private (0600)."""
 
-    control_plane: str
+    control_planes: tuple[str, ...]  # replicas of one control plane, in the order given
     # Presented with each heartbeat. Neither secret is in the repr, nor so in a traceback.
     credential: str = field(repr=False)
     key: str = field(repr=False)  # the key this node's server requires, given to the control plane
@@ -187,7 +190,16 @@ class NodeFile:
         """The membership kept at ``path``; None if there is none."""
         try:
             data = json.loads(path.read_text())
-            return cls(**{f.name: str(data[f.name]) for f in dataclasses.fields(cls)})
+            # A file written before replicas has one URL under "control_plane".
+            planes = data["control_planes"] if "control_planes" in data else [data["control_plane"]]
+            if not (
+                isinstance(planes, list) and planes and all(isinstance(u, str) for u in planes)
+            ):
+                raise ValueError("control_planes must be a list of URLs")
+            return cls(
+                control_planes=tuple(planes),
+                **{name: str(data[name]) for name in ("credential", "key", "name")},
+            )
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
@@ -214,8 +226,12 @@ def _refusal(control_plane: str, response: httpx.Response) -> str:
     )
 
 
+def _unreachable(control_plane: str, exc: httpx.TransportError) -> str:
+    return f"the control plane at {control_plane} is unreachable: {type(exc).__name__}"
+
+
 def join(
-    control_plane: str,
+    control_planes: Sequence[str],
     token: str,
     name: str,
     url: str,
@@ -223,32 +239,35 @@ def join(
     machine: Capabilities,
     credential: str | None = None,
 ) -> str:
-    """Join the fleet of ``control_plane``; the node's new credential.
+    """Join the fleet through the first of ``control_planes`` that answers; the new credential.
 
-    ``credential``: the one this node holds as ``name`` (joining again under
-    its own name: the token is then not needed, nor used). A credential the
-    control plane no longer knows (the node was removed) leaves the token to
-    join with.
+    A replica unreachable or failing (5xx) passes the join on to the next;
+    any other refusal is the fleet's answer. ``credential``: the one this
+    node holds as ``name`` (joining again under its own name: the token is
+    then not needed, nor used). A credential the control plane no longer
+    knows (the node was removed) leaves the token to join with.
     """
     body: dict[str, object] = {
         "token": token, "name": name, "url": url, "key": key, "capabilities": machine,
     }  # fmt: skip
     if credential is not None:
         body["credential"] = credential
-    try:
-        response = httpx.post(
-            f"{control_plane}/api/fleet/join",
-            json=body,
-            timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
-        )
-    except httpx.TransportError as exc:
-        raise ServiceUnavailable(
-            f"the control plane at {control_plane} is unreachable: {type(exc).__name__}"
-        ) from None
-    if response.status_code != 201:
-        raise HTTPError(response.status_code, _refusal(control_plane, response))
-    issued: str = response.json()["credential"]
-    return issued
+    timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+    problems: list[str] = []
+    for control_plane in control_planes:
+        try:
+            response = httpx.post(f"{control_plane}/api/fleet/join", json=body, timeout=timeout)
+        except httpx.TransportError as exc:
+            problems.append(_unreachable(control_plane, exc))
+            continue
+        if response.status_code >= 500:
+            problems.append(_refusal(control_plane, response))
+            continue
+        if response.status_code != 201:
+            raise HTTPError(response.status_code, _refusal(control_plane, response))
+        issued: str = response.json()["credential"]
+        return issued
+    raise ServiceUnavailable("; ".join(problems))
 
 
 async def heartbeat_forever(
@@ -256,40 +275,57 @@ async def heartbeat_forever(
 ) -> None:
     """Report ``state()`` to the control plane every ``every`` seconds while the node runs.
 
-    A failure is logged when it starts or changes (then at debug level while
-    it lasts) and the next beat tries again, so a control plane that is
-    restarted, or unreachable for a while, finds the node again by itself.
+    Each beat goes to the replica that took the last one; one unreachable or
+    failing (5xx) passes it on to the next at once, round the list. A failure
+    is logged when it starts or changes (then at debug level while it lasts)
+    and the next beat tries again, so a control plane that is restarted, or
+    unreachable for a while, finds the node again by itself.
     """
-    target = membership.control_plane
+    planes = membership.control_planes
+    current = 0  # the replica that took the last beat: the next one starts there
     headers = {"Authorization": f"Bearer {membership.credential}"}
     timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
-    last: str | None = ""  # the last beat's failure; None: it went through
+    last: tuple[str, str | None] = ("", "")  # the last beat's replica and failure (None: none)
     async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
         while True:
             try:
-                problem = await _beat(client, target, state)
+                body = await state()
+                current, problem = await _beat(client, planes, current, body)
             except Exception as exc:  # whatever it is, the node serves on; the next beat retries
                 problem = f"{type(exc).__name__}: {exc}"
-            if problem == last:
+            outcome = (planes[current], problem)
+            if outcome == last:
                 if problem is not None:
                     log.debug("heartbeat failed again: %s", problem)
             elif problem is None:
-                log.info("in the fleet of %s as %r", target, membership.name)
+                log.info("in the fleet of %s as %r", planes[current], membership.name)
             else:
                 log.warning("heartbeat failed, retrying every %ss: %s", every, problem)
-            last = problem
+            last = outcome
             await asyncio.sleep(every)
 
 
 async def _beat(
-    client: httpx.AsyncClient, target: str, state: Callable[[], Awaitable[Report]]
-) -> str | None:
-    """One heartbeat; what went wrong, if anything."""
-    body = await state()
-    try:
-        response = await client.post(f"{target}/api/fleet/heartbeat", json=body)
-    except httpx.TransportError as exc:
-        return f"the control plane at {target} is unreachable: {type(exc).__name__}"
-    if response.status_code == 401:
-        return _refusal(target, response) + " (removed from the fleet? join again with --token)"
-    return None if response.status_code == 200 else _refusal(target, response)
+    client: httpx.AsyncClient, planes: Sequence[str], start: int, body: Report
+) -> tuple[int, str | None]:
+    """One heartbeat, to the first replica from ``start`` on that takes it.
+
+    The replica that answered (or ``start``, if none did) and what went wrong, if anything.
+    """
+    problems: list[str] = []
+    for index in [*range(start, len(planes)), *range(start)]:
+        target = planes[index]
+        try:
+            response = await client.post(f"{target}/api/fleet/heartbeat", json=body)
+        except httpx.TransportError as exc:
+            problems.append(_unreachable(target, exc))
+            continue
+        if response.status_code >= 500:
+            problems.append(_refusal(target, response))
+            continue
+        # Any other answer is the fleet's (one database behind every replica): no other differs.
+        if response.status_code == 401:
+            hint = " (removed from the fleet? join again with --token)"
+            return index, _refusal(target, response) + hint
+        return index, None if response.status_code == 200 else _refusal(target, response)
+    return start, "; ".join(problems)
