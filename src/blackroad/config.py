@@ -52,6 +52,9 @@ class Settings:
     # a domain, "*" for any): every other Host is refused, which is what stops
     # DNS-rebinding pages (browser_guard.py).
     allowed_hosts: str = ""
+    # The reverse proxies (IP addresses, CIDR networks; comma-separated) whose
+    # X-Forwarded-For names the client (api/proxies.py); from anyone else it is ignored.
+    trusted_proxies: str = ""
     # The first admin, created by ``blackroad up`` on an empty home; without a
     # password given here, one is generated and printed once.
     admin_user: str = "admin"

@@ -1,7 +1,8 @@
 """The ASGI application: one server for every API, built from ``Settings``.
 
-Middleware, outermost first: request recording (every request, whatever
-its outcome, a refused oversized body included), then the browser guard
+Middleware, outermost first: the client behind a trusted proxy (its
+``X-Forwarded-For``), then request recording (every request, whatever its
+outcome, a refused oversized body included), then the browser guard
 (403 for a foreign Host name or a cross-site unsafe request: DNS rebinding
 and forged requests from other pages), then the body size limit (413 before
 anything is buffered), then the refusal of a JSON body that is not text (a
@@ -46,6 +47,7 @@ from blackroad.api import mcp as mcp_api
 from blackroad.api import memory as memory_api
 from blackroad.api.errors import error_response, install_error_handlers
 from blackroad.api.limits import BodyLimitMiddleware
+from blackroad.api.proxies import ProxyHeaders, TrustedProxies
 from blackroad.api.recording import RecordingMiddleware
 from blackroad.api.surrogates import SurrogateGuard
 from blackroad.audit.log import AuditLog, checkpoints
@@ -81,6 +83,7 @@ def router_loads(router: Router) -> list[NodeLoad]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    proxies = TrustedProxies.parse(settings.trusted_proxies)  # a wrong one stops it first
     bounded.configure(settings.bounds)
     database = Database(settings.database_path)
     options = LlamaCppOptions(
@@ -222,4 +225,5 @@ def create_app(settings: Settings) -> FastAPI:
         text_limit=settings.max_body_bytes,
         unrecorded=frozenset({"/api/fleet/heartbeat"}),
     )
+    app.add_middleware(ProxyHeaders, proxies=proxies)
     return app

@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from blackroad.api.proxies import client_address
 from blackroad.api.recording import request_log
 from blackroad.api.state import directory, lockout, quotas, settings
 from blackroad.config import LOOPBACK_HOSTS
@@ -62,7 +63,7 @@ async def authenticate(request: Request, scope: Scope) -> Principal:
         _check_scope(known, scope)
         return known
     config = settings(request)
-    client = _client(request)
+    client = client_address(request.scope)
     guard = lockout(request)
     guard.check(client)
     token = bearer_token(request.headers.get("authorization", ""))
@@ -109,10 +110,6 @@ async def known_caller(request: Request) -> Principal | None:
         return await authenticate(request, "inference")
     except (Unauthorized, Forbidden, RateLimited):
         return None
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _check_csrf(request: Request, session_key: str) -> None:
@@ -162,7 +159,7 @@ class LoginRequest(BaseModel):
 
 async def _session_key(body: LoginRequest, request: Request) -> NewKey:
     """A new session key for ``body``'s name and password; wrong ones count against the client."""
-    client, guard = _client(request), lockout(request)
+    client, guard = client_address(request.scope), lockout(request)
     guard.check(client)
     lifetime = timedelta(seconds=body.expires_in)
     try:

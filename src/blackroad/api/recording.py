@@ -34,6 +34,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from blackroad.api.proxies import client_address
 from blackroad.audit.capture import Captured, Received, Text, entry, kind_of
 from blackroad.audit.log import AuditLog
 from blackroad.audit.redact import is_secret_path, scrub
@@ -191,13 +192,12 @@ class RecordingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
         log = RequestLog(
             database=self.database,
             metrics=self.metrics,
             method=scope["method"],
             path=scope["path"],
-            client=f"{client[0]}:{client[1]}" if client else None,
+            client=client_address(scope),
             scope=scope,
             node=self.node,
             committed=scope["path"] in self.unrecorded,  # as if already written: never written

@@ -14,7 +14,9 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from blackroad.cli.client import fail
 from blackroad.config import Settings
+from blackroad.errors import BlackRoadError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -86,7 +88,10 @@ def serve(
     )
     # httpx logs every request at INFO: each probe of each peer, each routed request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except BlackRoadError as exc:  # a setting it cannot serve with
+        fail(exc.message)
     if alongside is not None:
         _run_alongside(app, alongside)
     console.print(
@@ -97,7 +102,16 @@ def serve(
     # uvloop's transport.write took ~0.9 ms of the main thread per token on
     # loopback, asyncio's ~0.25 ms (its socket send releases the GIL, which the
     # model's worker thread needs between decode steps).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", loop="asyncio")
+    # X-Forwarded-For is api/proxies.py's to believe, from the proxies listed only: uvicorn's
+    # own handling would believe any loopback peer.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        loop="asyncio",
+        proxy_headers=False,
+    )
 
 
 def _run_alongside(app: FastAPI, work: Alongside) -> None:
