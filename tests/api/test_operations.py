@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -276,3 +277,46 @@ def test_ready_only_while_a_model_can_be_served(tmp_path: Path) -> None:
         ready = httpx.get(f"{url}/health/ready", timeout=30)
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "servable": 1, "models": ["tiny:latest"]}
+
+
+# -- readiness of a replica: its database ------------------------------------
+
+
+def change_database(path: Path, *statements: str) -> None:
+    """Run ``statements`` on a server's SQLite file, as another replica's migration would."""
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as database, database:
+        for statement in statements:
+            database.execute(statement)
+
+
+def test_ready_only_while_the_database_answers_at_this_releases_schema(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        url, path = f"{server.url}/health/ready", tmp_path / "blackroad.db"
+        assert httpx.get(url, timeout=30).status_code == 200
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as database:
+            (head,) = database.execute("SELECT version_num FROM alembic_version").fetchone()
+
+        # Another replica, of a newer release, migrated the database: this one must not serve.
+        change_database(path, "UPDATE alembic_version SET version_num = '0099_newer_release'")
+        behind = httpx.get(url, timeout=30)
+        assert behind.status_code == 503, behind.text
+        assert behind.json()["status"] == "not ready"
+        assert "0099_newer_release" in behind.json()["reason"] and head in behind.json()["reason"]
+        assert httpx.head(url, timeout=30).status_code == 503
+        assert httpx.get(f"{server.url}/health/live", timeout=30).status_code == 200
+        change_database(path, f"UPDATE alembic_version SET version_num = '{head}'")  # noqa: S608
+        assert httpx.get(url, timeout=30).status_code == 200
+
+        # A database that cannot answer the check is no database to serve from.
+        change_database(path, "ALTER TABLE alembic_version RENAME TO gone")
+        unanswered = httpx.get(url, timeout=30)
+        assert unanswered.status_code == 503, unanswered.text
+        assert unanswered.json()["reason"] == "the database did not answer (OperationalError)"
+        change_database(path, "ALTER TABLE gone RENAME TO alembic_version")
+        assert httpx.get(url, timeout=30).status_code == 200
+
+        # Polled every few seconds by every proxy: the probes are not in the request log.
+        httpx.get(f"{server.url}/api/tags", timeout=30)
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as database:
+            paths = {row[0] for row in database.execute("SELECT path FROM requests")}
+        assert "/api/tags" in paths and not {"/health/ready", "/health/live"} & paths

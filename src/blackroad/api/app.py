@@ -71,6 +71,7 @@ from blackroad.service.context import ChatContext
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
 from blackroad.store.objects import ObjectStore
+from blackroad.store.readiness import DatabaseReadiness
 from blackroad.usage.metrics import Metrics, NodeLoad
 from blackroad.web import routes as desktop
 
@@ -119,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     journal = Journal(database, audit)
     directory, quotas = Directory(database), Quotas(database.tokens_since)
     runner = Runner(journal, service, toolbox, directory.acting_user, quotas)
+    readiness = DatabaseReadiness(database.engine)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -141,6 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(audit.checkpoint)  # the last records, signed on the way out
         await service.close()
         bounded.close()
+        readiness.close()
         database.close()
 
     # No /docs or /redoc: their pages load scripts from a CDN, and nothing here may.
@@ -170,6 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.chat_context = ChatContext(bases, conversations, memories)
     app.state.placer = placer
     app.state.quotas = quotas
+    app.state.readiness = readiness
     app.state.lockout = Lockout(
         settings.lockout_slow_after,
         settings.lockout_attempts,
@@ -223,7 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
         node=settings.node_name,
         audit=audit,
         text_limit=settings.max_body_bytes,
-        unrecorded=frozenset({"/api/fleet/heartbeat"}),
+        unrecorded=frozenset({"/api/fleet/heartbeat", "/health/live", "/health/ready"}),
     )
     app.add_middleware(ProxyHeaders, proxies=proxies)
     return app

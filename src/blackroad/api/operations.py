@@ -3,11 +3,15 @@
 - ``GET /metrics``: the app's ``Metrics`` in the Prometheus text format. When
   keys are required it needs an admin key: the counts cover every user.
 - ``GET /health/live``: 200 whenever the process serves.
-- ``GET /health/ready``: 200 while at least one model can be served (the
-  catalog lists a model whose file is readable), else 503.
+- ``GET /health/ready``: 200 while this replica can serve: its database
+  answers and is at the schema this code knows (``store/readiness.py``), and
+  at least one model can be served (the catalog lists a model whose file is
+  readable); else 503 with the reason. A proxy in front of several replicas
+  sends requests to the ready ones.
 
-The probes need no key. Without one (where keys are required) they say how
-many models can be served, not which: their names are for known callers.
+The probes need no key and are not recorded (proxies poll them every few
+seconds). Without a key (where keys are required) they say how many models
+can be served, not which: their names are for known callers.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from blackroad.api.auth import known_caller, require_scope
 from blackroad.api.state import inference
 from blackroad.identity.types import LOCAL_ADMIN
 from blackroad.models.types import ModelEntry
+from blackroad.store.readiness import DatabaseReadiness
 from blackroad.usage.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(include_in_schema=False)
@@ -61,6 +66,10 @@ def servable(entries: list[ModelEntry]) -> list[str]:
 
 @router.api_route("/health/ready", methods=["GET", "HEAD"])
 async def ready(request: Request) -> JSONResponse:
+    readiness: DatabaseReadiness = request.app.state.readiness
+    problem = await readiness.problem()
+    if problem is not None:  # checked first: the catalog and the caller's key are read from it
+        return JSONResponse({"status": "not ready", "reason": problem}, status_code=503)
     # Readiness is the node's, whatever one caller may use: ask as the local admin.
     entries = await inference(request).models(LOCAL_ADMIN)
     models = await asyncio.to_thread(servable, entries)

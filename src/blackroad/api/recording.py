@@ -184,7 +184,7 @@ class RecordingMiddleware:
         self.audit = audit
         self.text_limit = text_limit  # the longest text the audit keeps (by policy) whole
         self.node = node  # this one, until the fleet routes a request elsewhere
-        # Paths not recorded: machine chatter (a node's heartbeat every few
+        # Paths not recorded: machine chatter (a node's heartbeat, a proxy's probe, every few
         # seconds) that would drown the requests people make.
         self.unrecorded = unrecorded
 
