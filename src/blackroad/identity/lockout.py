@@ -8,8 +8,9 @@ request, valid key or not, for ``lock_seconds``. A success does not reset
 the count: an attacker holding one valid key of her own must not be able to
 clear her record between guesses at someone else's.
 
-Addresses are those the server sees. Behind a reverse proxy every client
-has the proxy's address, so put the lockout at the proxy there.
+Addresses are the clients' as ``api/proxies.py`` finds them: behind a
+proxy listed in ``BLACKROAD_TRUSTED_PROXIES``, the client it forwarded, so a
+lockout locks that client, not everyone behind the proxy.
 """
 
 from __future__ import annotations
