@@ -30,7 +30,7 @@ from blackroad.identity.directory import Directory
 from blackroad.store.database import Database
 from blackroad.store.schema import JoinToken
 from tests.conftest import GEMMA3, SMOLLM2
-from tests.support.fleet import Node, embedded_node
+from tests.support.fleet import Node, Replica, embedded_node, node_key
 from tests.support.server import BLACKROAD, blackroad, free_port, server_env
 
 BOTH = {SMOLLM2, GEMMA3}
@@ -544,65 +544,11 @@ def test_a_machine_shows_its_cpu_extensions_and_accelerators(tmp_path: Path) -> 
 # -- several control planes --------------------------------------------------------
 
 
-class Replica:
-    """A replica of the control plane as a node sees it: an HTTP server in front of ``plane``.
-
-    It forwards what it is sent, or, once ``fail()`` is called, answers every
-    request 503 as a replica that lost its database (or a proxy with no
-    replica behind it) does. It counts what it forwarded, by path.
-    """
-
-    def __init__(self, plane: Node) -> None:
-        self.plane = plane
-        self.forwarded: dict[str, int] = {}
-        self.failing = False
-        self.lock = threading.Lock()  # no forward is under way once fail() returns
-        replica = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with replica.lock:
-                    if replica.failing:
-                        status, reply = 503, b'{"error": "no database"}'
-                    else:
-                        answer = httpx.post(
-                            f"{replica.plane.url}{self.path}",
-                            content=body,
-                            headers={"Authorization": self.headers.get("Authorization", ""),
-                                     "Content-Type": "application/json"},
-                            timeout=TIMEOUT,
-                        )  # fmt: skip
-                        status, reply = answer.status_code, answer.content
-                        replica.forwarded[self.path] = replica.forwarded.get(self.path, 0) + 1
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def fail(self) -> datetime:
-        """From now on every answer is a 503; the moment it began."""
-        with self.lock:
-            self.failing = True
-            return datetime.now(UTC)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def chat_on(node: Node) -> str | None:
     """A chat answered by ``node`` itself, with the key its server requires."""
-    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=membership(node.log.parent)["key"],
-                           max_retries=0, timeout=TIMEOUT)  # fmt: skip
+    client = openai.OpenAI(
+        base_url=f"{node.url}/v1", api_key=node_key(node), max_retries=0, timeout=TIMEOUT
+    )
     reply = client.chat.completions.create(
         model=SMOLLM2, messages=[{"role": "user", "content": "Say hi."}], max_tokens=3
     )

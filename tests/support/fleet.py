@@ -1,4 +1,4 @@
-"""Nodes for fleet tests: processes that can be SIGKILLed and started again on the same port."""
+"""Fleet tests' processes (SIGKILLed, restarted on the same port) and control-plane replicas."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
-from tests.support.server import BLACKROAD, free_port, server_env
+from tests.support.server import BLACKROAD, HTTP_TIMEOUT, free_port, server_env
 
 
 @dataclass
@@ -118,3 +121,58 @@ def started(nodes: list[Node]) -> Iterator[list[Node]]:
     finally:
         for node in nodes:
             node.stop()
+
+
+class Replica:
+    """A replica of the control plane as a node sees it: an HTTP server in front of ``plane``.
+
+    It forwards what it is sent, or, once ``fail()`` is called, answers every
+    request 503 as a replica that lost its database (or a proxy with no
+    replica behind it) does. It counts what it forwarded, by path.
+    """
+
+    def __init__(self, plane: Node) -> None:
+        self.plane = plane
+        self.forwarded: dict[str, int] = {}
+        self.failing = False
+        self.lock = threading.Lock()  # no forward is under way once fail() returns
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with replica.lock:
+                    if replica.failing:
+                        status, reply = 503, b'{"error": "no database"}'
+                    else:
+                        answer = httpx.post(
+                            f"{replica.plane.url}{self.path}",
+                            content=body,
+                            headers={"Authorization": self.headers.get("Authorization", ""),
+                                     "Content-Type": "application/json"},
+                            timeout=HTTP_TIMEOUT,
+                        )  # fmt: skip
+                        status, reply = answer.status_code, answer.content
+                        replica.forwarded[self.path] = replica.forwarded.get(self.path, 0) + 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self) -> datetime:
+        """From now on every answer is a 503; the moment it began."""
+        with self.lock:
+            self.failing = True
+            return datetime.now(UTC)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
