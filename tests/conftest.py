@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from tests.support.postgres import Postgres, running_postgres
 from tests.support.server import Server, running_server
 
 SMOLLM2 = "smollm2:135m"
@@ -26,6 +28,25 @@ def small_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose models have 512 tokens of context: chats soon outgrow it."""
     with running_server(tmp_path_factory.mktemp("small"), num_ctx="512") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL (pgserver) for the session; each user takes a new database of it."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a store's test keeps its data: a new SQLite file, then a new PostgreSQL database.
+
+    What ``Database`` opens; a test that takes it runs once on each.
+    """
+    if request.param == "sqlite":
+        return tmp_path / "blackroad.db"
+    postgres: Postgres = request.getfixturevalue("postgres")
+    return postgres.new_database()
 
 
 @pytest.fixture

@@ -59,6 +59,10 @@ class Settings:
     # password given here, one is generated and printed once.
     admin_user: str = "admin"
     admin_password: str | None = None
+    # Where all state lives: a SQLAlchemy/libpq URL such as
+    # postgresql://user:pass@host:5432/blackroad (or ?host=/socket/dir), shared by
+    # every control plane given the same URL; unset, the SQLite file under home.
+    database_url: str | None = None
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 8 * 1024 * 1024
     # Largest upload of documents to a knowledge base in one request, in bytes.
@@ -191,6 +195,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.home / "blackroad.db"
+
+    @property
+    def database(self) -> Path | str:
+        """What ``store.database.Database`` opens: ``database_url``, else the SQLite file."""
+        return self.database_url or self.database_path
 
     @property
     def node_file(self) -> Path:

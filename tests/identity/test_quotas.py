@@ -273,8 +273,8 @@ def record(
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Database:
-    return Database(tmp_path / "blackroad.db")
+def database(database_location: Path | str) -> Database:
+    return Database(database_location)
 
 
 def clear_of_midnight() -> datetime:

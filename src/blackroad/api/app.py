@@ -86,7 +86,7 @@ def router_loads(router: Router) -> list[NodeLoad]:
 def create_app(settings: Settings) -> FastAPI:
     proxies = TrustedProxies.parse(settings.trusted_proxies)  # a wrong one stops it first
     bounded.configure(settings.bounds)
-    database = Database(settings.database_path)
+    database = Database(settings.database)
     options = LlamaCppOptions(
         n_ctx=settings.num_ctx,
         n_threads=settings.num_threads,

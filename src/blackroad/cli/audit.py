@@ -64,7 +64,7 @@ def audited() -> None:
 
 def _log() -> AuditLog:
     settings = Settings.from_env()
-    return AuditLog.of(settings, Database(settings.database_path))
+    return AuditLog.of(settings, Database(settings.database))
 
 
 @app.command("export")

@@ -28,7 +28,7 @@ def cost(days: int = typer.Option(30, min=1, help="How many days back.")) -> Non
     """Cost per 1M tokens from measured busy time, and break-even against cloud APIs."""
     settings = Settings.from_env()
     try:
-        report = measure(Database(settings.database_path), settings, days)
+        report = measure(Database(settings.database), settings, days)
     except BlackRoadError as exc:
         fail(exc.message)
     _print(report)

@@ -39,7 +39,7 @@ nodes.add_typer(tokens, name="token")
 
 
 def _database() -> Database:
-    return Database(Settings.from_env().database_path)
+    return Database(Settings.from_env().database)
 
 
 def _nodes() -> Nodes:

@@ -22,7 +22,7 @@ console = Console()
 
 def _catalog() -> Catalog:
     settings = Settings.from_env()
-    return Catalog(settings.models_dir, Database(settings.database_path))
+    return Catalog(settings.models_dir, Database(settings.database))
 
 
 def _size(num_bytes: int) -> str:
@@ -83,7 +83,7 @@ def place(
     """
     settings = Settings.from_env()
     try:
-        Placements(Database(settings.database_path)).set(model, replicas)
+        Placements(Database(settings.database)).set(model, replicas)
     except BlackRoadError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc

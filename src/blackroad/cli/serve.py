@@ -47,7 +47,7 @@ def serve(
     from blackroad.identity.directory import Directory
     from blackroad.store.database import Database
 
-    directory = Directory(Database(settings.database_path))
+    directory = Directory(Database(settings.database))
     if not settings.is_loopback and not settings.api_key and not directory.has_usable_key():
         # Checked before the first admin is made: a key printed to a console
         # nobody may be reading is no reason to open the port to the network.

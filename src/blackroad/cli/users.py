@@ -54,7 +54,7 @@ def describe_limits(row: LimitColumns) -> str:
 
 
 def directory() -> Directory:
-    return Directory(Database(Settings.from_env().database_path))
+    return Directory(Database(Settings.from_env().database))
 
 
 def run(action: Callable[[Directory], T]) -> T:
@@ -253,7 +253,7 @@ def show_usage(
 ) -> None:
     """Requests, tokens and time per day, user, key and model."""
     since = datetime.now(UTC) - timedelta(days=days)
-    rows = Database(Settings.from_env().database_path).usage_by_day(since, user)
+    rows = Database(Settings.from_env().database).usage_by_day(since, user)
     table = Table(box=None, header_style="bold")
     columns = (
         "DAY", "USER", "KEY", "MODEL", "NODE", "REQUESTS", "TOKENS IN", "TOKENS OUT",

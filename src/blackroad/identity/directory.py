@@ -37,8 +37,7 @@ from blackroad.identity.keys import hash_secret, same_secret
 from blackroad.identity.passwords import hash_password, verify_password
 from blackroad.identity.types import LOCAL_ADMIN, NO_LIMITS, SCOPES, Limits, Principal, Role, Scope
 from blackroad.models import names
-from blackroad.store import sqlite
-from blackroad.store.database import Database
+from blackroad.store.database import Database, Row
 from blackroad.store.schema import ApiKey, Group, GroupMember, LimitColumns, User
 
 KEY_PREFIX_LENGTH = 12
@@ -85,7 +84,7 @@ def _role_scopes(role: str) -> tuple[Scope, ...]:
     return SCOPES if role == "admin" else ("inference",)
 
 
-def _principal(row: sqlite.Row, scopes: frozenset[Scope], key: bool) -> Principal:
+def _principal(row: Row, scopes: frozenset[Scope], key: bool) -> Principal:
     """The principal of a user's row (``Database.user_row``), or with ``key`` of a key's row
     (``Database.key_row``: the user's columns and the key's prefix, models and limits)."""
     allowlists = []
@@ -105,9 +104,10 @@ def _principal(row: sqlite.Row, scopes: frozenset[Scope], key: bool) -> Principa
     )
 
 
-def _stored_time(text: str) -> datetime:
-    """A time as SQLAlchemy stores it in SQLite: ISO format, UTC, without the zone."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+def _stored_time(value: str | datetime) -> datetime:
+    """A time of a plain read: SQLite's ISO text, UTC without the zone; PostgreSQL's datetime."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -1,4 +1,9 @@
-"""The database: engine setup (SQLite in WAL mode), migrations, and the queries BlackRoad runs.
+"""The database: engine setup (SQLite in WAL mode, or PostgreSQL), migrations, and queries.
+
+The store is a SQLite file under ``BLACKROAD_HOME`` unless
+``BLACKROAD_DATABASE_URL`` names a PostgreSQL database, which several control
+planes can share (``docs/architecture.md``, "The database", says which stores
+run there yet).
 
 SQLite runs with ``journal_mode=WAL`` and ``synchronous=NORMAL``: a committed
 transaction survives a crash or ``kill -9`` of the process (WAL frames are in
@@ -13,19 +18,34 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from blackroad.store import sqlite
 from blackroad.store.schema import AddedModel, RequestRecord
 
 T = TypeVar("T")
+Dialect = Literal["sqlite", "postgresql"]
 # Address space, not memory: pages are shared with the OS page cache (bench/retrieval.py).
 READER_MMAP_BYTES = 1 << 30
+# Every PostgreSQL session keeps time in UTC, as SQLite's rows do.
+_POSTGRES_OPTIONS = "-c timezone=UTC"
+# The advisory lock control planes take to migrate one at a time (any constant; "BRmi").
+MIGRATION_LOCK = 0x42526D69
+
+
+class Row(Protocol):
+    """A row of a plain read (``sqlite3.Row``, or a dict on PostgreSQL), by column name."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def _on_connect(dbapi_connection: sqlite.Connection, _record: Any) -> None:
@@ -38,53 +58,109 @@ def _on_connect(dbapi_connection: sqlite.Connection, _record: Any) -> None:
     cursor.close()
 
 
-def _migrate(engine: Engine) -> None:
+def _migrate(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", "blackroad.store:migrations")
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    if connection.dialect.name == "postgresql":
+        # Control planes starting together on one database: one migrates, the
+        # others wait here and find the schema at head (PostgreSQL's DDL is transactional).
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _group_models(dialect: Dialect) -> str:
+    """The model lists of a user's groups, as the text of a JSON array (``null``: every model)."""
+    if dialect == "sqlite":
+        models = "json_group_array(json(coalesce(g.models, 'null')))"
+    else:
+        models = "coalesce(json_agg(g.models), '[]')"
+    return f"""(SELECT {models}
+          FROM group_members m JOIN groups g ON g.id = m.group_id
+         WHERE m.user_id = u.id)"""  # noqa: S608
 
 
 # The limit columns (schema.LimitColumns) come once for the key, then for its user.
 # A user with their limits and the model lists of their groups. The queries
 # below are put together from these constants only (hence the noqa).
-_USER_COLUMNS = """
-       u.name AS user, u.role, u.disabled,
+def _user_columns(dialect: Dialect) -> str:
+    return f"""
+       u.name AS "user", u.role, u.disabled,
        u.rpm AS user_rpm, u.tpm AS user_tpm, u.max_concurrent AS user_max_concurrent,
        u.daily_tokens AS user_daily_tokens, u.monthly_tokens AS user_monthly_tokens,
-       (SELECT json_group_array(json(coalesce(g.models, 'null')))
-          FROM group_members m JOIN groups g ON g.id = m.group_id
-         WHERE m.user_id = u.id) AS group_models
+       {_group_models(dialect)} AS group_models
 """
-_KEY_ROW = f"""
+
+
+def _key_row(dialect: Dialect) -> str:
+    param = "?" if dialect == "sqlite" else "%s"
+    return f"""
 SELECT k.prefix, k.secret_hash, k.scopes, k.models, k.expires_at, k.revoked_at,
-       k.rpm, k.tpm, k.max_concurrent, k.daily_tokens, k.monthly_tokens, {_USER_COLUMNS}
+       k.rpm, k.tpm, k.max_concurrent, k.daily_tokens, k.monthly_tokens, {_user_columns(dialect)}
   FROM api_keys k JOIN users u ON u.id = k.user_id
- WHERE k.prefix = ?
+ WHERE k.prefix = {param}
 """  # noqa: S608
-_USER_ROW = f"SELECT {_USER_COLUMNS} FROM users u WHERE u.name = ?"  # noqa: S608
+
+
+def _user_row(dialect: Dialect) -> str:
+    param = "?" if dialect == "sqlite" else "%s"
+    return f"SELECT {_user_columns(dialect)} FROM users u WHERE u.name = {param}"  # noqa: S608
+
+
+class NotOnPostgres(NotImplementedError):
+    """A store that still speaks SQLite's dialect was used on PostgreSQL."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this store runs on SQLite only so far (docs/architecture.md, 'The database')"
+        )
 
 
 def raw_connection(session: Session) -> sqlite.Connection:
-    """The DB-API connection under ``session``, in its transaction."""
+    """The SQLite DB-API connection under ``session``, in its transaction."""
     connection = session.connection().connection.driver_connection
-    assert isinstance(connection, sqlite.Connection)
+    if not isinstance(connection, sqlite.Connection):
+        raise NotOnPostgres
     return connection
 
 
-class Database:
-    """One SQLite file, migrated to the newest schema on open."""
+def _engine(location: Path | str) -> tuple[Engine, Path | None]:
+    """The engine of ``location`` (a SQLite file, or a ``sqlite:`` or ``postgresql:`` URL)."""
+    if isinstance(location, str):
+        url = make_url(location)
+        if url.get_backend_name() == "postgresql":
+            # psycopg 3, whatever driver the URL names: the one BlackRoad ships.
+            engine = create_engine(
+                url.set(drivername="postgresql+psycopg"),
+                connect_args={"options": _POSTGRES_OPTIONS},
+                pool_pre_ping=True,
+            )
+            return engine, None
+        if url.get_backend_name() != "sqlite" or not url.database:
+            # Only the scheme is named: the rest of the URL may hold a password.
+            raise ValueError(
+                "BLACKROAD_DATABASE_URL must name a postgresql or sqlite database,"
+                f" not {url.get_backend_name()!r}"
+            )
+        location = Path(url.database)
+    location.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{location}", module=sqlite.driver)
+    event.listen(engine, "connect", _on_connect)
+    return engine, location
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.engine = create_engine(f"sqlite:///{path}", module=sqlite.driver)
-        event.listen(self.engine, "connect", _on_connect)
-        _migrate(self.engine)
+
+class Database:
+    """One SQLite file or PostgreSQL database, migrated to the newest schema on open."""
+
+    def __init__(self, location: Path | str) -> None:
+        self.engine, self.path = _engine(location)
+        self.dialect: Dialect = "sqlite" if self.path is not None else "postgresql"
+        with self.engine.begin() as connection:
+            _migrate(connection)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = threading.local()
-        self._reader_connections: list[sqlite.Connection] = []
+        self._reader_connections: list[sqlite.Connection | psycopg.Connection[Any]] = []
+        self._key_row, self._user_row = _key_row(self.dialect), _user_row(self.dialect)
 
     def session(self) -> Session:
         return self._sessions()
@@ -96,7 +172,9 @@ class Database:
         self.engine.dispose()
 
     def reader(self) -> sqlite.Connection:
-        """This thread's read-only connection, for reads on every request's path."""
+        """This thread's read-only SQLite connection, for reads on every request's path."""
+        if self.path is None:
+            raise NotOnPostgres
         connection: sqlite.Connection | None = getattr(self._readers, "connection", None)
         if connection is None:
             # Used by this thread only; closed by close(), which may run on another.
@@ -111,20 +189,49 @@ class Database:
             self._reader_connections.append(connection)
         return connection
 
+    def _postgres_reader(self) -> psycopg.Connection[Any]:
+        """This thread's PostgreSQL connection for plain reads: autocommit, rows as dicts.
+
+        JSON comes back as its text, as SQLite hands it, so a row reads the same
+        from either database. A connection found closed (the server restarted)
+        is replaced.
+        """
+        connection: psycopg.Connection[Any] | None = getattr(self._readers, "connection", None)
+        if connection is None or connection.closed:
+            if connection is not None:
+                self._reader_connections.remove(connection)
+            url = self.engine.url.set(drivername="postgresql")
+            connection = psycopg.connect(
+                url.render_as_string(hide_password=False),
+                autocommit=True,
+                row_factory=dict_row,
+                options=f"{_POSTGRES_OPTIONS} -c default_transaction_read_only=on",
+            )
+            for kind in ("json", "jsonb"):
+                connection.adapters.register_loader(kind, TextLoader)
+            self._readers.connection = connection
+            self._reader_connections.append(connection)
+        return connection
+
+    def _read(self, sql: str, *params: object) -> list[Row]:
+        """The rows of one plain read on this thread's reader (``?`` or ``%s`` per dialect)."""
+        reader = self.reader() if self.path is not None else self._postgres_reader()
+        return reader.execute(sql, params).fetchall()
+
     # -- keys --------------------------------------------------------------
 
-    def key_row(self, prefix: str) -> sqlite.Row | None:
+    def key_row(self, prefix: str) -> Row | None:
         """A key with its user and the model lists of the user's groups, in one read.
 
         Every authenticated request runs this, so it is one indexed query on a
         plain DB-API connection: through the ORM it cost ~0.4 ms a request
         (bench/auth_overhead.py), this way ~0.01 ms.
         """
-        return self.reader().execute(_KEY_ROW, (prefix,)).fetchone()  # type: ignore[no-any-return]
+        return next(iter(self._read(self._key_row, prefix)), None)
 
-    def user_row(self, name: str) -> sqlite.Row | None:
+    def user_row(self, name: str) -> Row | None:
         """A user with the columns of ``key_row`` that are the user's."""
-        return self.reader().execute(_USER_ROW, (name,)).fetchone()  # type: ignore[no-any-return]
+        return next(iter(self._read(self._user_row, name)), None)
 
     # -- request log -------------------------------------------------------
 
@@ -289,5 +396,5 @@ class Database:
         a plain read, as ``key_row``: through the ORM it was most of the
         catalog's part of a routed request (py-spy, under bench/fleet.py's load).
         """
-        rows = self.reader().execute("SELECT name, path FROM added_models ORDER BY name")
-        return [(str(name), str(path)) for name, path in rows]
+        rows = self._read("SELECT name, path FROM added_models ORDER BY name")
+        return [(str(row["name"]), str(row["path"])) for row in rows]

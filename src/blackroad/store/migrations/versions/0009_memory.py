@@ -5,6 +5,10 @@ content, kept in step by triggers), so a row and its index entry are written
 in the same transaction. Vectors live in sqlite-vec ``vec0`` tables created
 per knowledge base (``memory/index.py``), because each base chooses its
 embedding model and so its dimension.
+
+On PostgreSQL a full-text index is a GIN index over the text's ``tsvector``
+(the ``english`` configuration: Snowball stemming, as FTS5's porter
+tokenizer stems), kept in step by PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ def _fts(table: str, content: str, columns: tuple[str, ...], key: str = "id") ->
 
     The names are this module's constants, never input, so building SQL from them is safe.
     """
+    if op.get_bind().dialect.name == "postgresql":
+        document = " || ' ' || ".join(columns)
+        op.execute(
+            f"CREATE INDEX {table} ON {content} USING gin (to_tsvector('english', {document}))"
+        )
+        return
     names = ", ".join(columns)
     new = ", ".join(f"new.{c}" for c in columns)
     old = ", ".join(f"old.{c}" for c in columns)

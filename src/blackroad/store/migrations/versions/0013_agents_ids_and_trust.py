@@ -34,6 +34,9 @@ expiry are taken to be sessions (that is what a login made until now).
 **Trusted MCP servers.** ``mcp_servers.trusted``: an admin's word that the
 server's read-only claims may be believed (none is, until then).
 
+On PostgreSQL the tables are not rebuilt: a sequence never hands out an id
+twice, which is what ``AUTOINCREMENT`` gives SQLite; only the new column is added.
+
 The downgrade drops the new columns; the tables keep ``AUTOINCREMENT``, which
 the older code does not notice.
 """
@@ -275,15 +278,36 @@ def _flag(name: str) -> sa.Column[bool]:
     return sa.Column(name, sa.Boolean, nullable=False, server_default=sa.false())
 
 
+def _add_sandboxes() -> None:
+    """``agents.sandbox`` added in place, each existing agent's its id (PostgreSQL)."""
+    op.add_column("agents", _text("sandbox", 64, nullable=True))
+    op.execute("UPDATE agents SET sandbox = CAST(id AS TEXT)")
+    op.alter_column("agents", "sandbox", nullable=False)
+    op.create_index("ix_agents_sandbox", "agents", ["sandbox"], unique=True)
+
+
 def upgrade() -> None:
-    _rebuild(AGENTS, {"sandbox": "CAST(id AS TEXT)"})
-    _rebuild(CONVERSATIONS)
-    _rebuild(KNOWLEDGE)
+    if op.get_bind().dialect.name == "sqlite":
+        _rebuild(AGENTS, {"sandbox": "CAST(id AS TEXT)"})
+        _rebuild(CONVERSATIONS)
+        _rebuild(KNOWLEDGE)
+    else:
+        _add_sandboxes()
     with op.batch_alter_table("api_keys") as table:
         table.add_column(
             sa.Column("session", sa.Boolean, nullable=False, server_default=sa.false())
         )
-    op.execute("UPDATE api_keys SET session = 1 WHERE name = 'session' AND expires_at IS NOT NULL")
+    keys = sa.table(
+        "api_keys",
+        sa.column("session", sa.Boolean),
+        sa.column("name", sa.String),
+        sa.column("expires_at", sa.DateTime(timezone=True)),
+    )
+    op.execute(
+        keys.update()
+        .where(keys.c.name == "session", keys.c.expires_at.is_not(None))
+        .values(session=True)
+    )
     with op.batch_alter_table("mcp_servers") as table:
         table.add_column(
             sa.Column("trusted", sa.Boolean, nullable=False, server_default=sa.false())
