@@ -263,8 +263,8 @@ def test_heartbeats_need_a_node_credential(plane: Node) -> None:
         assert answer.status_code == 401 and "error" in answer.json(), answer.text
 
 
-def test_tokens_expire_and_are_revoked_on_the_next_use(tmp_path: Path) -> None:
-    database = Database(tmp_path / "blackroad.db")
+def test_tokens_expire_and_are_revoked_on_the_next_use(database_location: Path | str) -> None:
+    database = Database(database_location)
     members = Membership(database)
     with pytest.raises(InvalidRequest, match="expires within"):
         members.create_token(datetime.now(UTC) - timedelta(seconds=1))

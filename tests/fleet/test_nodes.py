@@ -23,18 +23,20 @@ BOTH = {SMOLLM2, GEMMA3}
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 async def test_a_peer_is_added_with_its_models_and_kept(
-    kind: str, server: Server, tmp_path: Path
+    kind: str, server: Server, database_location: Path | str
 ) -> None:
-    nodes = Nodes(Database(tmp_path / "blackroad.db"))
+    nodes = Nodes(Database(database_location))
     added = await nodes.add("peer", kind, server.url + "/", "its-key")
     assert added.state == "up" and set(added.models) >= BOTH and added.url == server.url
-    again = Nodes(Database(tmp_path / "blackroad.db")).nodes()  # as after a restart
+    again = Nodes(Database(database_location)).nodes()  # as after a restart
     assert [(n.name, n.kind, set(n.models) >= BOTH) for n in again] == [("peer", kind, True)]
     assert "its-key" not in repr(again)
 
 
-async def test_what_cannot_be_a_peer_is_refused(server: Server, tmp_path: Path) -> None:
-    nodes = Nodes(Database(tmp_path / "blackroad.db"))
+async def test_what_cannot_be_a_peer_is_refused(
+    server: Server, database_location: Path | str
+) -> None:
+    nodes = Nodes(Database(database_location))
     with pytest.raises(InvalidRequest, match="unreachable"):
         await nodes.add("nobody", "ollama", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(InvalidRequest, match="kind"):
@@ -56,9 +58,9 @@ def test_a_node_url_is_plain_http_or_https(url: str) -> None:
 
 
 async def test_refresh_marks_a_silent_peer_down_and_keeps_the_others(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, database_location: Path | str
 ) -> None:
-    nodes = Nodes(Database(tmp_path / "blackroad.db"))
+    nodes = Nodes(Database(database_location))
     await nodes.add("steady", "ollama", server.url)
     with running_server(tmp_path / "short-lived") as doomed:
         await nodes.add("doomed", "openai", doomed.url)

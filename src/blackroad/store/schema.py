@@ -5,8 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# 64-bit on every database, as SQLite's INTEGER is (PostgreSQL's is 32-bit, migration
+# 0015); INTEGER itself on SQLite, where only that type makes a primary key the rowid.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -16,11 +30,11 @@ class Base(DeclarativeBase):
 class LimitColumns:
     """Limits a user or a key is held to; ``None`` is no limit."""
 
-    rpm: Mapped[int | None] = mapped_column(Integer)  # requests per minute
-    tpm: Mapped[int | None] = mapped_column(Integer)  # tokens per minute
-    max_concurrent: Mapped[int | None] = mapped_column(Integer)
-    daily_tokens: Mapped[int | None] = mapped_column(Integer)  # per UTC day
-    monthly_tokens: Mapped[int | None] = mapped_column(Integer)  # per UTC calendar month
+    rpm: Mapped[int | None] = mapped_column(BigInt)  # requests per minute
+    tpm: Mapped[int | None] = mapped_column(BigInt)  # tokens per minute
+    max_concurrent: Mapped[int | None] = mapped_column(BigInt)
+    daily_tokens: Mapped[int | None] = mapped_column(BigInt)  # per UTC day
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInt)  # per UTC calendar month
 
 
 class RequestRecord(Base):
@@ -28,7 +42,7 @@ class RequestRecord(Base):
 
     __tablename__ = "requests"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(256))
@@ -37,9 +51,9 @@ class RequestRecord(Base):
     user: Mapped[str | None] = mapped_column(String(128), index=True)
     key_prefix: Mapped[str | None] = mapped_column(String(32))
     node: Mapped[str | None] = mapped_column(String(128), index=True)
-    status: Mapped[int] = mapped_column(Integer)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[int] = mapped_column(BigInt)
+    prompt_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInt, default=0)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     duration_ms: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
@@ -60,7 +74,7 @@ class User(LimitColumns, Base):
 
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str | None] = mapped_column(String(256))
@@ -73,7 +87,7 @@ class ApiKey(LimitColumns, Base):
 
     __tablename__ = "api_keys"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
@@ -92,7 +106,7 @@ class Group(Base):
 
     __tablename__ = "groups"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     models: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -117,7 +131,7 @@ class Node(Base):
 
     __tablename__ = "nodes"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     kind: Mapped[str] = mapped_column(String(16))  # "ollama", "openai" or "blackroad"
     url: Mapped[str] = mapped_column(Text)
@@ -141,7 +155,7 @@ class JoinToken(Base):
 
     __tablename__ = "join_tokens"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -151,8 +165,8 @@ class JoinToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     used_by: Mapped[str | None] = mapped_column(String(128))
     # Joins it allows (one unless made for more), and joins it allowed: counted atomically.
-    max_uses: Mapped[int] = mapped_column(Integer, default=1)
-    uses: Mapped[int] = mapped_column(Integer, default=0)
+    max_uses: Mapped[int] = mapped_column(BigInt, default=1)
+    uses: Mapped[int] = mapped_column(BigInt, default=0)
 
 
 class Placement(Base):
@@ -160,7 +174,7 @@ class Placement(Base):
 
     __tablename__ = "placements"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     model: Mapped[str] = mapped_column(String(256), unique=True)
-    replicas: Mapped[int] = mapped_column(Integer)
+    replicas: Mapped[int] = mapped_column(BigInt)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
