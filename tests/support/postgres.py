@@ -18,10 +18,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from pgserver.postgres_server import PostgresServer, get_server
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 _numbers = itertools.count()
 
@@ -49,6 +52,10 @@ class Postgres:
 @contextlib.contextmanager
 def running_postgres() -> Iterator[Postgres]:
     """A PostgreSQL server in a new data directory, stopped and removed at the end."""
+    # Imported here: on import pgserver warns of a missing XDG_RUNTIME_DIR, which
+    # sessions that start no PostgreSQL need not hear.
+    from pgserver.postgres_server import get_server
+
     data = Path(tempfile.mkdtemp(prefix="blackroad-pg-"))
     server = get_server(data, cleanup_mode="stop")
     try:
