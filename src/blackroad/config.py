@@ -118,6 +118,9 @@ class Settings:
     audit_checkpoint_seconds: float = 60.0
     # How long audit records are kept at least: six months (EU AI Act art. 19).
     audit_retention_days: int = 183
+    # The audit log's signing key (PEM, mode 0600); unset, audit.key under home.
+    # Control planes sharing one database must be given the same key.
+    audit_key_file: str | None = None
     # The energy and cost model (usage/cost.py). The node's power profile:
     # pi5, minipc, gpu, or auto (pi5 on a Raspberry Pi 5, minipc elsewhere).
     power_profile: str = "auto"
@@ -191,6 +194,13 @@ class Settings:
     def audit_origin(self) -> str:
         """The name this installation's audit log signs its checkpoints under."""
         return f"blackroad/{self.node_name}/audit"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The audit log's signing key file (``audit/log.py``)."""
+        if self.audit_key_file is None:
+            return self.home / "audit.key"
+        return Path(self.audit_key_file).expanduser()
 
     @property
     def database_path(self) -> Path:

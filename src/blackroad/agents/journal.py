@@ -30,7 +30,7 @@ from blackroad.audit.log import AuditLog, Entry
 from blackroad.errors import NotFound
 from blackroad.memory.conversations import utc_now
 from blackroad.store import sqlite
-from blackroad.store.database import Database
+from blackroad.store.database import Database, raw_connection
 from blackroad.store.schema import RequestRecord
 
 RunStatus = Literal[
@@ -250,7 +250,7 @@ class Journal:
         if usage is None:
             self.database.write(work)
         else:  # in the request log too: the owner's usage, budgets and costs count it
-            self.database.record_request(usage, also=work)
+            self.database.record_request(usage, also=lambda tx: work(raw_connection(tx)))
         return self.step(run.id, added[0])
 
     def update_step(

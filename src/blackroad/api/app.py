@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(audit.check_key)  # the log's own key, or no start at all
         pool.start()
         await asyncio.to_thread(bases.sweep)  # before any upload can be in flight
         await asyncio.to_thread(agent_definitions.sweep_sandboxes)  # before any run can write

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from fastapi.params import Form
 from fastapi.routing import APIRoute
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,7 +40,6 @@ from blackroad.audit.capture import Captured, Received, Text, entry, kind_of
 from blackroad.audit.log import AuditLog
 from blackroad.audit.redact import is_secret_path, scrub
 from blackroad.identity.quotas import Admission
-from blackroad.store import sqlite
 from blackroad.store.database import Database
 from blackroad.store.schema import RequestRecord
 from blackroad.usage.metrics import Metrics
@@ -131,7 +131,7 @@ class RequestLog:
 
     def _audited(
         self, record: RequestRecord, received: Captured
-    ) -> Callable[[sqlite.Connection], object] | None:
+    ) -> Callable[[Connection], object] | None:
         """The audit record's append, for the request record's transaction; None if not audited."""
         kind = kind_of(self.method, self.path)
         if self.audit is None or kind is None:

@@ -7,11 +7,13 @@ kept beside it only where the policy says so, so erasing a text never
 changes a leaf. Appending happens inside the caller's database transaction
 (the request record's own, for a request): the record is durable exactly
 when what it records is. The tree's state (size, compact range, last leaf)
-lives in the database and is read under SQLite's write lock, so any process
-may append and indices stay dense.
+lives in the database and is read under a lock (``audit/records.py``), so any
+process, any control plane on one PostgreSQL, may append and indices stay dense.
 
 Checkpoints (C2SP tlog-checkpoint, signed with the installation's Ed25519
-key, kept 0600 in ``$BLACKROAD_HOME/audit.key``) are made when asked: every
+key, kept 0600 in ``BLACKROAD_AUDIT_KEY_FILE``, by default
+``$BLACKROAD_HOME/audit.key``; every control plane of one database holds the
+same key, and a server with another refuses to start) are made when asked: every
 ``checkpoint_records`` records or ``checkpoint_seconds`` seconds by the
 server, on its shutdown, and by an export.
 """
@@ -27,21 +29,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import ColumnElement, func, or_, select
+
 from blackroad.audit.bundle import BundleLine, write_bundle
 from blackroad.audit.checkpoint import (
+    key_id,
     load_or_create_key,
+    parse_note,
     public_key_bytes,
     sign_checkpoint,
     verifier_key,
 )
 from blackroad.audit.merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
 from blackroad.audit.merkle import root as merkle_root
+from blackroad.audit.records import Appender, Transaction, checkpoint_insert, record_kind
 from blackroad.config import Settings
 from blackroad.errors import InvalidRequest, NotFound
-from blackroad.store import sqlite
 from blackroad.store.database import Database
-
-KEY_FILE = "audit.key"
+from blackroad.store.schema import audit_checkpoints, audit_records, audit_state
 
 
 def canonical(value: Any) -> str:
@@ -70,28 +75,23 @@ class Entry:
     output: str | None = None
 
 
+class KeyMismatch(RuntimeError):
+    """The signing key is not the one the log's checkpoints were signed with."""
+
+
 @dataclass(frozen=True)
 class Appended:
     index: int
     leaf: bytes
 
 
-def append(connection: sqlite.Connection, entry: Entry, keep_texts: bool) -> Appended:
-    """Append ``entry`` within the transaction open on ``connection``."""
-    # A write first: it takes SQLite's write lock before the state is read,
-    # so two writers (two processes, say) never read the same size.
-    connection.execute(
-        "INSERT OR IGNORE INTO audit_state (id, size, frontier, last_leaf) VALUES (1, 0, ?, NULL)",
-        (json.dumps(Frontier().to_json()),),
-    )
-    size, frontier_json, last = connection.execute(
-        "SELECT size, frontier, last_leaf FROM audit_state WHERE id = 1"
-    ).fetchone()
+def _row(entry: Entry, size: int, last: bytes | None, keep_texts: bool) -> dict[str, Any]:
+    """The row of ``entry`` as leaf ``size`` after ``last``: its record's text, hash and texts."""
     time = now_iso()
     record: dict[str, Any] = {
         **entry.facts,
         "index": size,
-        "prev": "" if last is None else bytes(last).hex(),
+        "prev": "" if last is None else last.hex(),
         "time": time,
         "kind": entry.kind,
     }
@@ -100,19 +100,15 @@ def append(connection: sqlite.Connection, entry: Entry, keep_texts: bool) -> App
     if entry.output_sha256 is not None:
         record["output_sha256"] = entry.output_sha256
     text = canonical(record)
-    leaf = leaf_hash(text.encode("utf-8"))
-    frontier = Frontier.from_json(json.loads(frontier_json))
-    frontier.append(leaf)
-    connection.execute(
-        "INSERT INTO audit_records (idx, leaf_hash, record, time, input, output)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (size, leaf, text, time, *((entry.input, entry.output) if keep_texts else (None, None))),
-    )
-    connection.execute(
-        "UPDATE audit_state SET size = ?, frontier = ?, last_leaf = ? WHERE id = 1",
-        (size + 1, json.dumps(frontier.to_json()), leaf),
-    )
-    return Appended(size, leaf)
+    texts = (entry.input, entry.output) if keep_texts else (None, None)
+    return {
+        "idx": size,
+        "leaf_hash": leaf_hash(text.encode("utf-8")),
+        "record": text,
+        "time": time,
+        "input": texts[0],
+        "output": texts[1],
+    }
 
 
 @dataclass
@@ -122,7 +118,9 @@ class AuditLog:
     origin: str
     keep_texts: bool = False
     retention_days: int = 183  # texts are kept at least this long
+    key_file: Path | None = None  # the signing key; None: audit.key under home
     _key: Any = field(default=None, init=False, repr=False)
+    _appender: Appender | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def of(cls, settings: Settings, database: Database) -> AuditLog:
@@ -133,38 +131,87 @@ class AuditLog:
             settings.audit_origin,
             settings.audit_texts == "full",
             settings.audit_retention_days,
+            settings.audit_key_path,
         )
 
     @property
     def key(self) -> Any:
         if self._key is None:
-            self._key = load_or_create_key(self.home / KEY_FILE)
+            self._key = load_or_create_key(self.key_path)
         return self._key
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "audit.key" if self.key_file is None else self.key_file
 
     @property
     def verifier(self) -> str:
         """The public key as a note verifier: what an inspector is given out of band."""
         return verifier_key(self.origin, public_key_bytes(self.key))
 
-    def append_to(self, connection: sqlite.Connection, entry: Entry) -> Appended:
-        return append(connection, entry, self.keep_texts)
+    def check_key(self) -> None:
+        """Refuse a signing key other than the one the log's latest checkpoint was signed with.
+
+        Control planes sharing one database must share one key: a checkpoint
+        signed by another would not verify against the key an inspector has.
+        """
+        with self.database.engine.connect() as connection:
+            note = connection.scalar(
+                select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.size.desc()).limit(1)
+            )
+        if note is None:
+            return
+        signatures = parse_note(str(note)).signatures
+        theirs = ", ".join(sorted({f"{s.name}+{s.key_id.hex()}" for s in signatures}))
+        if not self.key_path.exists():  # not made here: it would be another key
+            raise KeyMismatch(
+                f"there is no audit signing key at {self.key_path}, and this audit log's"
+                f" checkpoints were signed with {theirs}; set BLACKROAD_AUDIT_KEY_FILE to"
+                " that key's file"
+            )
+        ours = public_key_bytes(self.key)
+        if any(s.key_id == key_id(s.name, ours) for s in signatures):
+            return
+        raise KeyMismatch(
+            f"the audit signing key {self.key_path} ({self.origin}+"
+            f"{key_id(self.origin, ours).hex()}) is not the key this audit log's checkpoints"
+            f" were signed with ({theirs}); set BLACKROAD_AUDIT_KEY_FILE to that key's file"
+        )
+
+    def append_to(self, connection: Transaction, entry: Entry) -> Appended:
+        """Append ``entry`` within the transaction open on ``connection``."""
+        if self._appender is None:
+            self._appender = Appender(self.database.engine.dialect)
+        dbapi, size, frontier, last = self._appender.state(connection)
+        row = _row(entry, size, last, self.keep_texts)
+        frontier.append(row["leaf_hash"])
+        self._appender.add(dbapi, row, frontier, row["leaf_hash"])
+        return Appended(size, row["leaf_hash"])
 
     def record(self, entry: Entry) -> Appended:
         """Append ``entry`` in a transaction of its own (what has no request record)."""
-        return self.database.write(lambda connection: self.append_to(connection, entry))
+        with self.database.engine.begin() as connection:
+            return self.append_to(connection, entry)
 
     # -- the tree ------------------------------------------------------------
 
+    def _state(self) -> tuple[int, Any] | None:
+        state = audit_state.c
+        with self.database.engine.connect() as connection:
+            found = connection.execute(
+                select(state.size, state.frontier).where(state.id == 1)
+            ).first()
+        return None if found is None else (int(found[0]), found[1])
+
     def size(self) -> int:
-        row = self.database.reader().execute("SELECT size FROM audit_state WHERE id = 1")
-        found = row.fetchone()
-        return 0 if found is None else int(found[0])
+        found = self._state()
+        return 0 if found is None else found[0]
 
     def leaves(self, size: int) -> list[bytes]:
-        rows = self.database.reader().execute(
-            "SELECT leaf_hash FROM audit_records WHERE idx < ? ORDER BY idx", (size,)
-        )
-        return [bytes(leaf) for (leaf,) in rows]
+        r = audit_records.c
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(select(r.leaf_hash).where(r.idx < size).order_by(r.idx))
+            return [bytes(leaf) for (leaf,) in rows]
 
     def root(self, size: int) -> bytes:
         """The root of the tree's first ``size`` leaves.
@@ -172,45 +219,39 @@ class AuditLog:
         The whole tree's is its stored compact range's (what a checkpoint
         usually signs): reading every leaf is needed only for an older size.
         """
-        found = (
-            self.database.reader()
-            .execute("SELECT size, frontier FROM audit_state WHERE id = 1")
-            .fetchone()
-        )
+        found = self._state()
         if found is not None and found[0] == size:
-            return Frontier.from_json(json.loads(found[1])).root()
+            return Frontier.from_json(found[1]).root()
         return merkle_root(self.leaves(size))
 
     def checkpoint(self, size: int | None = None) -> str:
         """A signed checkpoint of the tree of ``size`` records (default: all), made if new."""
         size = self.size() if size is None else size
-        found = (
-            self.database.reader()
-            .execute("SELECT note FROM audit_checkpoints WHERE size = ?", (size,))
-            .fetchone()
-        )
+        c = audit_checkpoints.c
+        with self.database.engine.connect() as connection:
+            found = connection.scalar(select(c.note).where(c.size == size))
         if found is not None:
-            return str(found[0])
+            return str(found)
         note = sign_checkpoint(self.origin, size, self.root(size), self.key, self.origin)
-        self.database.write(
-            lambda connection: connection.execute(
-                "INSERT OR IGNORE INTO audit_checkpoints (size, note, time) VALUES (?, ?, ?)",
-                (size, note, now_iso()),
+        with self.database.engine.begin() as connection:
+            connection.execute(
+                checkpoint_insert(self.database.dialect).values(
+                    size=size, note=note, time=now_iso()
+                )
             )
-        )
         return note
 
     def signed_size(self) -> int:
         """The size of the latest checkpoint (0 before the first)."""
-        found = self.database.reader().execute("SELECT max(size) FROM audit_checkpoints")
-        size = found.fetchone()[0]
+        with self.database.engine.connect() as connection:
+            size = connection.scalar(select(func.max(audit_checkpoints.c.size)))
         return 0 if size is None else int(size)
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        rows = self.database.reader().execute(
-            "SELECT size, note FROM audit_checkpoints ORDER BY size"
-        )
-        return [(int(size), str(note)) for size, note in rows]
+        c = audit_checkpoints.c
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(select(c.size, c.note).order_by(c.size))
+            return [(int(size), str(note)) for size, note in rows]
 
     def records(
         self, before: int | None = None, limit: int = 50, kind: str | None = None
@@ -219,17 +260,18 @@ class AuditLog:
 
         Each is ``(index, the record's exact text, whether texts are kept beside it)``.
         """
-        where = ["idx < ?"]
-        values: list[int | str] = [self.size() if before is None else before]
-        if kind is not None:
-            where.append("json_extract(record, '$.kind') = ?")
-            values.append(kind)
-        rows = self.database.reader().execute(
-            "SELECT idx, record, input IS NOT NULL OR output IS NOT NULL FROM audit_records"  # noqa: S608 (constants)
-            f" WHERE {' AND '.join(where)} ORDER BY idx DESC LIMIT ?",
-            (*values, limit),
+        r = audit_records.c
+        query = (
+            select(r.idx, r.record, _kept())
+            .where(r.idx < (self.size() if before is None else before))
+            .order_by(r.idx.desc())
+            .limit(limit)
         )
-        return [(int(index), str(record), bool(kept)) for index, record, kept in rows]
+        if kind is not None:
+            query = query.where(record_kind(self.database.dialect) == kind)
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(query)
+            return [(int(index), str(record), bool(kept)) for index, record, kept in rows]
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
         self._check_size(size)
@@ -251,34 +293,32 @@ class AuditLog:
 
     def erase(self, index: int, actor: str, reason: str) -> Appended:
         """Erase a record's texts (their hashes stay in its leaf); the erasure is a record."""
-
-        def work(connection: sqlite.Connection) -> Appended:
-            found = connection.execute(
-                "SELECT input IS NOT NULL OR output IS NOT NULL FROM audit_records WHERE idx = ?",
-                (index,),
-            ).fetchone()
+        r = audit_records.c
+        with self.database.engine.begin() as connection:
+            found = connection.execute(select(_kept()).where(r.idx == index)).first()
             if found is None:
                 raise NotFound(f"no audit record {index}")
             connection.execute(
-                "UPDATE audit_records SET input = NULL, output = NULL WHERE idx = ?", (index,)
+                audit_records.update().where(r.idx == index).values(input=None, output=None)
             )
             facts = {"erases": index, "actor": actor, "reason": reason, "had_text": bool(found[0])}
             return self.append_to(connection, Entry("erasure", facts))
 
-        return self.database.write(work)
-
     def lines(self, end: int, texts_from: str) -> Iterator[BundleLine]:
         """Records ``0..end-1``; the kept texts only of those at ``texts_from`` or later."""
-        rows = self.database.reader().execute(
-            "SELECT idx, record, input, output, time >= ? FROM audit_records"
-            " WHERE idx < ? ORDER BY idx",
-            (texts_from, end),
+        r = audit_records.c
+        query = (
+            select(r.idx, r.record, r.input, r.output, (r.time >= texts_from).label("wanted"))
+            .where(r.idx < end)
+            .order_by(r.idx)
+            .execution_options(yield_per=1000)  # a server-side cursor on PostgreSQL
         )
-        for index, record, text_in, text_out, wanted in rows:
-            content = None
-            if wanted and (text_in is not None or text_out is not None):
-                content = {"input": text_in, "output": text_out}
-            yield BundleLine(int(index), str(record), content)
+        with self.database.engine.connect() as connection:
+            for index, record, text_in, text_out, wanted in connection.execute(query):
+                content = None
+                if wanted and (text_in is not None or text_out is not None):
+                    content = {"input": text_in, "output": text_out}
+                yield BundleLine(int(index), str(record), content)
 
     def export(
         self, out: Path, since: datetime | None = None, until: datetime | None = None
@@ -291,10 +331,11 @@ class AuditLog:
         """
         size = self.size()
         if until is not None:
-            found = self.database.reader().execute(
-                "SELECT count(*) FROM audit_records WHERE time <= ?", (_iso(until),)
-            )
-            size = int(found.fetchone()[0])
+            with self.database.engine.connect() as connection:
+                found = connection.scalar(
+                    select(func.count()).where(audit_records.c.time <= _iso(until))
+                )
+            size = int(found or 0)
         self.checkpoint(size)
         notes = [note for signed, note in self.checkpoints() if signed <= size]
         texts_from = "" if since is None else _iso(since)
@@ -309,17 +350,20 @@ class AuditLog:
                 "days",
             )
         cutoff = _iso(datetime.now(UTC) - timedelta(days=older_than_days))
-
-        def work(connection: sqlite.Connection) -> Appended:
+        r = audit_records.c
+        with self.database.engine.begin() as connection:
             pruned = connection.execute(
-                "UPDATE audit_records SET input = NULL, output = NULL"
-                " WHERE time < ? AND (input IS NOT NULL OR output IS NOT NULL)",
-                (cutoff,),
+                audit_records.update()
+                .where(r.time < cutoff, _kept())
+                .values(input=None, output=None)
             ).rowcount
             facts = {"before": cutoff, "texts": pruned, "actor": actor}
             return self.append_to(connection, Entry("prune", facts))
 
-        return self.database.write(work)
+
+def _kept() -> ColumnElement[bool]:
+    """Whether a record's texts are kept beside it."""
+    return or_(audit_records.c.input.is_not(None), audit_records.c.output.is_not(None))
 
 
 def _iso(moment: datetime) -> str:

@@ -39,7 +39,7 @@ from blackroad.audit.log import AuditLog, Entry
 from blackroad.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from blackroad.fleet.nodes import check_url
 from blackroad.identity.keys import hash_secret, same_secret
-from blackroad.store.database import Database, raw_connection
+from blackroad.store.database import Database
 from blackroad.store.schema import JoinToken, Node
 
 TOKEN_PREFIX = "brj-"  # noqa: S105 (the visible start of every join token)
@@ -246,7 +246,7 @@ class Membership:
         """Append ``entry`` to the audit log in ``session``'s transaction, if there is a log."""
         if self.audit is not None:
             session.flush()
-            self.audit.append_to(raw_connection(session), entry)
+            self.audit.append_to(session.connection(), entry)
 
     # -- heartbeats --------------------------------------------------------
 

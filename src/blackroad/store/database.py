@@ -116,9 +116,11 @@ class NotOnPostgres(NotImplementedError):
         )
 
 
-def raw_connection(session: Session) -> sqlite.Connection:
+def raw_connection(session: Session | Connection) -> sqlite.Connection:
     """The SQLite DB-API connection under ``session``, in its transaction."""
-    connection = session.connection().connection.driver_connection
+    if isinstance(session, Session):
+        session = session.connection()
+    connection = session.connection.driver_connection
     if not isinstance(connection, sqlite.Connection):
         raise NotOnPostgres
     return connection
@@ -241,14 +243,14 @@ class Database:
             return work(raw_connection(session))
 
     def record_request(
-        self, record: RequestRecord, also: Callable[[sqlite.Connection], object] | None = None
+        self, record: RequestRecord, also: Callable[[Connection], object] | None = None
     ) -> None:
         """Commit ``record``, and in the same transaction whatever ``also`` writes (its audit)."""
         with self.session() as session, session.begin():
             session.add(record)
             if also is not None:
                 session.flush()
-                also(raw_connection(session))
+                also(session.connection())
 
     def usage_by_day(self, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and time per day, user, key, model and node since ``since``."""

@@ -9,11 +9,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -178,3 +181,33 @@ class Placement(Base):
     model: Mapped[str] = mapped_column(String(256), unique=True)
     replicas: Mapped[int] = mapped_column(BigInt)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# The audit log (migration 0008): Core tables, reached through ``audit/records.py``.
+audit_records = Table(
+    "audit_records",
+    Base.metadata,
+    # The leaf's index in the tree: dense, from 0, never reused.
+    Column("idx", BigInt, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("record", Text, nullable=False),  # the leaf's data, byte for byte
+    Column("time", Text, nullable=False, index=True),  # ISO-8601 UTC, as in the record
+    # Full texts kept outside the leaf (the leaf holds their sha256), so they can be erased.
+    Column("input", Text),
+    Column("output", Text),
+)
+audit_state = Table(  # one row (id 1): the tree's size, compact range and last leaf
+    "audit_state",
+    Base.metadata,
+    Column("id", BigInt, primary_key=True),
+    Column("size", BigInt, nullable=False),
+    Column("frontier", JSON, nullable=False),
+    Column("last_leaf", LargeBinary(32)),
+)
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    Base.metadata,
+    Column("size", BigInt, primary_key=True, autoincrement=False),
+    Column("note", Text, nullable=False),
+    Column("time", Text, nullable=False),
+)
