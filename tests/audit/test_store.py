@@ -12,15 +12,18 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, select
 
 from blackroad.audit.checkpoint import key_id, load_or_create_key, public_key_bytes
 from blackroad.audit.log import AuditLog, Entry, KeyMismatch
 from blackroad.audit.merkle import leaf_hash, verify_inclusion
 from blackroad.audit.verify import verify_bundle
 from blackroad.store.database import Database
+from blackroad.store.schema import RequestRecord
 from tests.support.postgres import Postgres
 from tests.support.server import running_server
 
@@ -65,6 +68,27 @@ def test_records_proofs_erasure_and_export_verify(log: AuditLog, tmp_path: Path)
     records, notes = log.export(tmp_path / "bundle.zip")
     assert (records, notes) == (6, 1)
     assert verify_bundle(tmp_path / "bundle.zip", log.verifier).ok
+
+
+def test_appended_in_the_request_records_transaction(log: AuditLog) -> None:
+    def record(status: int) -> RequestRecord:
+        return RequestRecord(
+            created_at=datetime.now(UTC), method="POST", path="/v1/chat/completions",
+            status=status, duration_ms=1.0,
+        )  # fmt: skip
+
+    log.database.record_request(record(200), lambda tx: log.append_to(tx, Entry("inference", {})))
+
+    def refused(tx: Connection) -> None:
+        log.append_to(tx, Entry("inference", {}))
+        raise RuntimeError("the request's transaction fails after its audit")
+
+    with pytest.raises(RuntimeError):
+        log.database.record_request(record(500), refused)
+    with log.database.session() as session:
+        statuses = session.scalars(select(RequestRecord.status)).all()
+    assert (statuses, log.size()) == ([200], 1)  # neither the record nor its audit of the second
+    assert log.record(Entry("change", {})).index == 1
 
 
 def test_two_processes_appending_at_once_make_one_gapless_tree(
