@@ -136,3 +136,17 @@ async def test_closing_a_peer_stream_frees_the_node(peer: RemoteEngine, server: 
     until(lambda: bool(completions_since(server, seen)), what="the node's record of it")
     assert completions_since(server, seen) == [499]
     until(lambda: all(m["active"] == 0 for m in ps(server)), what="the node idle")
+
+
+async def test_a_peers_requests_share_one_kept_alive_connection(
+    peer: RemoteEngine, server: Server
+) -> None:
+    """The hop to a node reuses its connection (``engines/node_http.py``): the node sees
+    every request of one engine, streamed or not, come from the same client address."""
+    seen = len(requests_table(server))
+    params = SamplingParams(max_tokens=2, temperature=0)
+    for _ in range(3):
+        await collect(peer.stream_completion("Hello", params))
+    await peer.embed(["Hello"])
+    rows = requests_table(server)[seen:]
+    assert len(rows) == 4 and len({row["client"] for row in rows}) == 1

@@ -1,5 +1,8 @@
 """What the engines of remote nodes share: one pooled HTTP client, and their errors mapped.
 
+Requests go through ``node_http.NodeClient`` (the hop every routed request
+pays for, kept lean); the probes' occasional ``GET`` through httpx.
+
 A node that cannot be reached, times out, answers 5xx or cuts a stream short
 raises ``NodeUnavailable``: the node failed and another one may serve the
 request (the fleet router retries on it). A 4xx is the request's own fault
@@ -19,6 +22,15 @@ from typing import Any
 import httpx
 
 from blackroad.engines.base import Chunk, Engine, EngineHealth
+from blackroad.engines.node_http import (
+    ConnectFailed,
+    ConnectionCut,
+    HopError,
+    HopTimeout,
+    NodeClient,
+    Response,
+    json_body,
+)
 from blackroad.errors import (
     BlackRoadError,
     InvalidRequest,
@@ -62,18 +74,11 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def client_for(api_key: str | None, base_url: str = "") -> httpx.AsyncClient:
-    """A client for one node, with BlackRoad's headers.
-
-    Idle connections are dropped after 2 s, before the node's server (uvicorn
-    keeps them 5 s) closes them: a request sent on a connection the server is
-    closing fails, and would count against a healthy node.
-    """
+def client_for(api_key: str | None) -> httpx.AsyncClient:
+    """A client for a probe of one node, with BlackRoad's headers."""
     return httpx.AsyncClient(
-        base_url=base_url,
         headers=node_headers(api_key),
         timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-        limits=httpx.Limits(keepalive_expiry=2.0),
         verify=tls_context(),
     )
 
@@ -85,9 +90,9 @@ def node_headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
-def unreachable(base_url: str, exc: httpx.TransportError) -> NodeUnavailable:
+def unreachable(base_url: str, exc: httpx.TransportError | HopError) -> NodeUnavailable:
     """A transport failure as ``NodeUnavailable``; dead if no connection could be made."""
-    dead = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    dead = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | ConnectFailed)
     return NodeUnavailable(
         f"the node at {base_url} is unreachable: {type(exc).__name__}", RETRY_AFTER, dead=dead
     )
@@ -123,7 +128,17 @@ class RemoteEngine(Engine):
     def __init__(self, model: str, base_url: str, api_key: str | None = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self._client = client_for(api_key, self.base_url)
+        # Idle connections are dropped after 2 s, before the node's server (uvicorn
+        # keeps them 5 s) closes them: a request sent on a connection the server is
+        # closing fails, and would count against a healthy node.
+        self._client = NodeClient(
+            self.base_url,
+            node_headers(api_key),
+            connect_s=CONNECT_TIMEOUT,
+            read_s=READ_TIMEOUT,
+            keepalive_s=2.0,
+            tls=tls_context(),
+        )
         self._active = 0
 
     def _refusal(self, status: int, body: bytes) -> BlackRoadError:
@@ -139,28 +154,23 @@ class RemoteEngine(Engine):
         return InvalidRequest(message)
 
     @contextlib.asynccontextmanager
-    async def _request(
-        self, path: str, body: Mapping[str, Any], stream: bool = False
-    ) -> AsyncIterator[httpx.Response]:
-        """POST ``body`` as JSON; the response once its status is a success."""
+    async def _request(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[Response]:
+        """POST ``body`` as JSON; the response, its body still to read, once its status
+        is a success."""
         self._active += 1
         try:
-            request = self._client.build_request("POST", path, json=body)
-            response = await self._client.send(request, stream=stream)
-            try:
+            async with self._client.request("POST", path, json_body(body)) as response:
                 if response.status_code >= 400:
                     raise self._refusal(response.status_code, await response.aread())
                 yield response
-            finally:
-                await response.aclose()
-        except httpx.TransportError as exc:
+        except HopError as exc:
             raise unreachable(self.base_url, exc) from exc
         finally:
             self._active -= 1
 
     async def _json(self, path: str, body: Mapping[str, Any]) -> Any:
         async with self._request(path, body) as response:
-            return response.json()
+            return await response.json()
 
     async def _lines(
         self, path: str, body: Mapping[str, Any], parse: LineParser
@@ -169,19 +179,19 @@ class RemoteEngine(Engine):
 
         A stream that ends before its finishing chunk was cut by the node.
         """
-        async with self._request(path, body, stream=True) as response:
+        async with self._request(path, body) as response:
             finished = False
             try:
-                async for line in response.aiter_lines():
+                async for line in response.iter_lines():
                     for chunk in parse(line):
                         finished = finished or chunk.finish is not None
                         yield chunk
-            except httpx.TransportError as exc:
+            except (ConnectionCut, HopTimeout) as exc:
                 # A connection dropped mid-answer: the node died (or its link did).
                 raise NodeUnavailable(
                     f"the node at {self.base_url} cut the stream: {type(exc).__name__}",
                     RETRY_AFTER,
-                    dead=not isinstance(exc, httpx.TimeoutException),
+                    dead=isinstance(exc, ConnectionCut),
                 ) from exc
             if not finished:
                 raise NodeUnavailable(f"the node at {self.base_url} ended the stream early")
