@@ -25,7 +25,7 @@ from alembic import command
 from alembic.config import Config
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -151,6 +151,10 @@ def _engine(location: Path | str) -> tuple[Engine, Path | None]:
     return engine, location
 
 
+_REQUEST_COLUMNS = [c for c in RequestRecord.__table__.columns if not c.primary_key]
+_INSERT_REQUEST = insert(RequestRecord)
+
+
 class Database:
     """One SQLite file or PostgreSQL database, migrated to the newest schema on open."""
 
@@ -245,12 +249,17 @@ class Database:
     def record_request(
         self, record: RequestRecord, also: Callable[[Connection], object] | None = None
     ) -> None:
-        """Commit ``record``, and in the same transaction whatever ``also`` writes (its audit)."""
-        with self.session() as session, session.begin():
-            session.add(record)
+        """Commit ``record``, and in the same transaction whatever ``also`` writes (its audit).
+
+        Every request waits for this before its answer ends, so it is one Core
+        insert on a connection of the engine: through a Session it took ~0.45 ms
+        of CPU, this way ~0.14 ms (bench/fleet.py, "Router overhead").
+        """
+        row = {column.key: getattr(record, column.key) for column in _REQUEST_COLUMNS}
+        with self.engine.begin() as connection:
+            connection.execute(_INSERT_REQUEST, row)
             if also is not None:
-                session.flush()
-                also(session.connection())
+                also(connection)
 
     def usage_by_day(self, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and time per day, user, key, model and node since ``since``."""
