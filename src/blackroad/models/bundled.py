@@ -60,6 +60,12 @@ _LOCATORS = {
 }
 
 
+def bundled_model(name: str) -> Path | None:
+    """The GGUF path of the bundled model ``name``, if it is one and is installed."""
+    locate = _LOCATORS.get(name)
+    return None if locate is None else locate()
+
+
 def bundled_models() -> dict[str, Path]:
     """Name -> GGUF path for each bundled model that is installed."""
     found = {name: locate() for name, locate in _LOCATORS.items()}

@@ -5,7 +5,9 @@ dropped into ``$BLACKROAD_HOME/models``, files added by name (``blackroad
 models add``), and the model store (models pulled, created or copied, with
 their Modelfile settings). The catalog is re-read on every call (a directory
 listing and a few ``stat`` calls; GGUF headers are cached), so a file dropped
-into the directory appears without a restart.
+into the directory appears without a restart. Looking up one name reads only
+what could hold that name (its manifest, not every one): every request for a
+model only peers serve misses here first.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from blackroad.errors import InvalidRequest, ModelNotFound
 from blackroad.models import names
-from blackroad.models.bundled import bundled_models
+from blackroad.models.bundled import bundled_model, bundled_models
 from blackroad.models.metadata import read_metadata
 from blackroad.models.store import (
     MEDIA_LICENSE,
@@ -87,6 +89,24 @@ class Catalog:
                 found[name] = location
         return found
 
+    def _location(self, name: str) -> _Location | None:
+        """``_locations().get(name)``, from the sources in reverse order (a later one wins)."""
+        try:
+            raw = self.store.manifest_path(name).read_bytes()
+            location = self._from_manifest(raw, Manifest.from_bytes(raw))
+        except (OSError, ValueError, InvalidRequest):
+            location = None  # none, or being replaced, or broken: not servable from the store
+        if location is not None:
+            return location
+        for added, added_path in self.database.added_models():
+            if added == name:
+                return _Location(Path(added_path), "added")
+        dropped = [p for p in self.models_dir.glob("*.gguf") if names.from_filename(p.stem) == name]
+        if dropped:
+            return _Location(max(dropped), "directory")  # the last in the listing's order
+        bundled = bundled_model(name)
+        return None if bundled is None else _Location(bundled, "bundled")
+
     def _entry(self, name: str, where: _Location) -> ModelEntry | None:
         try:
             stat = where.path.stat()
@@ -113,7 +133,7 @@ class Catalog:
             canonical = names.normalize(name)
         except InvalidRequest:
             raise ModelNotFound(name) from None
-        where = self._locations().get(canonical)
+        where = self._location(canonical)
         entry = None if where is None else self._entry(canonical, where)
         if entry is None:
             raise ModelNotFound(name)
