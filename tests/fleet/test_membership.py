@@ -583,8 +583,9 @@ def test_a_node_heartbeats_to_whichever_replica_answers_and_serves_meanwhile(
             assert listed["url"] == node.url and listed["stats"]
             assert chat_on(node)
             assert node.alive
-            log = node.log.read_text()
-            assert f"in the fleet of {replica.url}" in log and f"in the fleet of {plane.url}" in log
+            # The node logs the move once the plane's answer is back: after the plane kept the beat.
+            eventually(lambda: f"in the fleet of {plane.url}" in node.log.read_text(), "the log")
+            assert f"in the fleet of {replica.url}" in node.log.read_text()
         finally:
             node.stop()
     finally:
