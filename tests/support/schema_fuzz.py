@@ -40,7 +40,10 @@ LIVE_TIMEOUT = 60.0
 
 
 def capped(value: Any) -> Any:
-    """An output length of at most ``MAX_OUTPUT_TOKENS``; values of other types as they are."""
+    """An output length of at most ``MAX_OUTPUT_TOKENS``; values of other types as they are
+    (the server refuses them), but null, which means the server's default: the whole context."""
+    if value is None:
+        return MAX_OUTPUT_TOKENS
     if isinstance(value, int) and not isinstance(value, bool):
         return MAX_OUTPUT_TOKENS if value < 0 or value > MAX_OUTPUT_TOKENS else value
     return value
@@ -52,7 +55,9 @@ def bounded(path: str, body: dict[str, Any]) -> dict[str, Any]:
     body = {k: capped(v) if k in _OUTPUT_FIELDS else v for k, v in body.items()}
     if path.startswith("/v1/") and not _OUTPUT_FIELDS & body.keys():
         body["max_tokens"] = MAX_OUTPUT_TOKENS
-    options = body.get("options", {})
+    options = body.get("options")
+    if options is None:  # "options": null means none given: the server's default, unbounded
+        options = {}
     if path.startswith("/api/") and isinstance(options, dict):
         body["options"] = {**options, "num_predict": capped(options.get("num_predict", -1))}
     return body
