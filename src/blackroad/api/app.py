@@ -55,6 +55,7 @@ from blackroad.browser_guard import AllowedHosts, BrowserGuard
 from blackroad.config import Settings
 from blackroad.engines.llamacpp import LlamaCppOptions
 from blackroad.engines.pool import EnginePool
+from blackroad.fleet.control_planes import GONE_AFTER, Presence, keep_present, served_url
 from blackroad.fleet.members import LocalMember
 from blackroad.fleet.nodes import Nodes
 from blackroad.fleet.placement import Placements, Placer
@@ -70,6 +71,7 @@ from blackroad.models.catalog import Catalog
 from blackroad.service.context import ChatContext
 from blackroad.service.inference import Inference
 from blackroad.store.database import Database
+from blackroad.store.leadership import AUDIT_CHECKPOINTS, PLACEMENT, Leadership
 from blackroad.store.objects import ObjectStore
 from blackroad.store.readiness import DatabaseReadiness
 from blackroad.usage.metrics import Metrics, NodeLoad
@@ -121,6 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
     directory, quotas = Directory(database), Quotas(database.tokens_since)
     runner = Runner(journal, service, toolbox, directory.acting_user, quotas)
     readiness = DatabaseReadiness(database.engine)
+    leadership = Leadership(database, lease=GONE_AFTER)
+    presence = Presence(database, settings.node_name, served_url(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -129,17 +133,34 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(bases.sweep)  # before any upload can be in flight
         await asyncio.to_thread(agent_definitions.sweep_sandboxes)  # before any run can write
         runner.resume()  # runs a stop or a crash cut short go on from their last step
+        await asyncio.to_thread(leadership.refresh)  # duties no other replica leads are ours
+        await asyncio.to_thread(presence.register, leadership.led())
+        beater = asyncio.create_task(keep_present(presence, leadership))
         prober = asyncio.create_task(
-            watch(fleet, router, placer, settings.fleet_probe_seconds, settings.node_concurrency)
+            watch(
+                fleet,
+                router,
+                placer,
+                settings.fleet_probe_seconds,
+                settings.node_concurrency,
+                places=lambda: leadership.leads(PLACEMENT),
+            )
         )
         signer = asyncio.create_task(
-            checkpoints(audit, settings.audit_checkpoint_records, settings.audit_checkpoint_seconds)
+            checkpoints(
+                audit,
+                settings.audit_checkpoint_records,
+                settings.audit_checkpoint_seconds,
+                signs=lambda: leadership.leads(AUDIT_CHECKPOINTS),
+            )
         )
         yield
-        for task in (prober, signer):
+        for task in (beater, prober, signer):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.to_thread(leadership.close)  # another replica takes the duties at once
+        await asyncio.to_thread(presence.leave)
         await runner.close()  # before the records are signed: its steps are audited
         await asyncio.to_thread(audit.checkpoint)  # the last records, signed on the way out
         await service.close()

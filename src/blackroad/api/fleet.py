@@ -1,4 +1,5 @@
-"""``/api/fleet``: the nodes of the fleet, this one first; peers, join tokens, and nodes joining.
+"""``/api/fleet``: the nodes of the fleet, this one first, and its control planes; peers, join
+tokens, and nodes joining.
 
 Most routes are for admins: listing the fleet (with the router's view of
 each node), adding and removing peers, placing models, creating (for
@@ -39,6 +40,8 @@ from blackroad.api.state import (
     settings,
 )
 from blackroad.errors import Unauthorized
+from blackroad.fleet import control_planes
+from blackroad.fleet.control_planes import ControlPlane
 from blackroad.fleet.heartbeat import Capabilities, Stats
 from blackroad.fleet.membership import (
     DEFAULT_LIFETIME,
@@ -118,6 +121,19 @@ def node_view(node: NodeInfo) -> dict[str, Any]:
     return view
 
 
+def control_plane_view(replica: ControlPlane) -> dict[str, Any]:
+    return {
+        "name": replica.name,
+        "url": replica.url,
+        "version": replica.version,
+        "ready": replica.ready,
+        "started_at": replica.started_at.isoformat(),
+        "last_seen": replica.last_seen.isoformat(),
+        "leads": replica.leads,
+        "database": {"kind": replica.database_kind, "host": replica.database_host},
+    }
+
+
 def token_view(token: TokenInfo) -> dict[str, Any]:
     return {
         name: value.isoformat() if isinstance(value, datetime) else value
@@ -144,7 +160,8 @@ async def fleet(request: Request) -> dict[str, Any]:
     routing = fleet_router(request)
     for view in listed:
         view["route"] = routing.view(view["name"])  # the router's own view: breaker, load
-    return {"nodes": listed}
+    replicas = await run_in_threadpool(control_planes.listed, database(request))
+    return {"nodes": listed, "control_planes": [control_plane_view(c) for c in replicas]}
 
 
 class PlacementSet(BaseModel):

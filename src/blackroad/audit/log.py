@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -371,11 +371,16 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-async def checkpoints(log: AuditLog, every_records: int, every_seconds: float) -> None:
-    """Sign a checkpoint whenever ``every_records`` came, or ``every_seconds`` passed with some."""
+async def checkpoints(
+    log: AuditLog, every_records: int, every_seconds: float, signs: Callable[[], bool]
+) -> None:
+    """Sign a checkpoint whenever ``every_records`` came, or ``every_seconds`` passed with some,
+    while ``signs()`` (this replica leads the signing)."""
     signed, since = await asyncio.to_thread(log.signed_size), time.monotonic()
     while True:
         await asyncio.sleep(min(1.0, every_seconds))
+        if not signs():
+            continue
         size = await asyncio.to_thread(log.size)
         due = size - signed >= every_records or time.monotonic() - since >= every_seconds
         if size > signed and due:

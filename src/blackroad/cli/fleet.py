@@ -1,4 +1,5 @@
-"""``blackroad nodes`` and ``blackroad fleet``: the nodes of this control plane, and their state.
+"""``blackroad nodes`` and ``blackroad fleet``: the nodes of this control plane, and their state;
+the control planes sharing its database.
 
 They work on this machine's database, as ``blackroad users`` does; the
 running server reads the same database, probes the peers, and records the
@@ -22,6 +23,8 @@ from blackroad.cli.client import console, fail
 from blackroad.cli.users import expiry
 from blackroad.config import Settings
 from blackroad.errors import BlackRoadError
+from blackroad.fleet import control_planes
+from blackroad.fleet.control_planes import ControlPlane
 from blackroad.fleet.membership import MAX_USES, Membership
 from blackroad.fleet.nodes import Nodes
 from blackroad.fleet.types import NodeInfo
@@ -95,10 +98,13 @@ def drain_node(
 
 
 def fleet(refresh: bool = typer.Option(False, help="Ask every peer now.")) -> None:
-    """Every node of the fleet: kind, state, models, load, decode speed, last seen."""
-    found = _nodes()
+    """Every node of the fleet: kind, state, models, load, decode speed, last seen; then
+    the control planes serving on this database, and the duties each leads."""
+    database = _database()
+    found = Nodes(database)
     listed = asyncio.run(found.refresh()) if refresh else found.nodes()
     _table(listed)
+    _control_planes_table(control_planes.listed(database))
 
 
 @tokens.command("create")
@@ -174,5 +180,19 @@ def _table(rows: list[NodeInfo]) -> None:
             Text(", ".join(node.models) or "-"), _load(node.stats),
             Text(_speed(node.stats)), Text(node.url), _time(node.last_seen),
             Text(node.last_error or ""),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _control_planes_table(rows: list[ControlPlane]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("CONTROL PLANE", "STATE", "URL", "LEADS", "DATABASE", "VERSION", "LAST SEEN"):
+        table.add_column(column)
+    for replica in rows:
+        table.add_row(
+            Text(replica.name), "ready" if replica.ready else "gone", Text(replica.url),
+            ", ".join(replica.leads) or "-",
+            Text(f"{replica.database_kind} {replica.database_host}"), Text(replica.version),
+            _time(replica.last_seen),
         )  # fmt: skip
     console.print(table)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from blackroad.errors import NodeUnavailable
 from blackroad.fleet.members import PeerAccess, RemoteMember
@@ -98,13 +99,21 @@ async def probe(nodes: Nodes, router: Router, limit: int, within: float) -> None
     await asyncio.to_thread(nodes.record, outcomes)
 
 
-async def watch(nodes: Nodes, router: Router, placer: Placer, every: float, limit: int) -> None:
-    """Probe, then place, every ``every`` seconds for as long as the app runs."""
+async def watch(
+    nodes: Nodes,
+    router: Router,
+    placer: Placer,
+    every: float,
+    limit: int,
+    places: Callable[[], bool],
+) -> None:
+    """Probe, then place while ``places()`` (this replica leads placement), every ``every`` s."""
     try:
         while True:
             try:
                 await probe(nodes, router, limit, within=max(2 * every, 5.0))
-                await placer.round(router)
+                if places():
+                    await placer.round(router)
             except Exception:  # a failed round is logged; the next one may do better
                 log.exception("probing the fleet failed")
             await asyncio.sleep(every)

@@ -211,3 +211,17 @@ audit_checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("time", Text, nullable=False),
 )
+
+control_planes = Table(  # the replicas serving on this database (fleet/control_planes.py)
+    "control_planes",
+    Base.metadata,
+    Column("id", String(32), primary_key=True),  # random, per process
+    Column("name", String(128), nullable=False),  # its node name
+    Column("url", Text, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("database_kind", String(16), nullable=False),
+    Column("database_host", Text, nullable=False),  # never the password
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("leads", Text, nullable=False),  # a JSON array of the duties it led at last_seen
+)
