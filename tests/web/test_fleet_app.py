@@ -1,5 +1,5 @@
 """The Fleet app: a real peer process added, seen up, drained, killed with SIGKILL, seen down,
-removed.
+removed; the control plane shown with the duties it leads.
 
 Screenshots of the app, light and dark, are taken (see test_desktop.SCREENSHOTS).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from blackroad.store.leadership import DUTIES
 from tests.conftest import SMOLLM2
 from tests.support.server import Server, running_server
 from tests.web.conftest import ADMIN, USER, Desk, open_app
@@ -103,6 +104,19 @@ def test_the_servers_refusal_of_a_peer_is_shown(desk: Desk) -> None:
     form.get_by_role("button", name="Add node").click()
     expect(form.get_by_role("alert")).to_contain_text("unreachable")
     assert fleet_names(page)[1:] == []
+
+
+def test_the_control_plane_is_shown_ready_leading_every_duty(desk: Desk) -> None:
+    page = desk.logged_in(ADMIN)
+    open_app(page, "Fleet")
+    (replica,) = page.request.get("/api/fleet").json()["control_planes"]
+    section = page.get_by_role("region", name="Control planes")
+    row = section.locator(f"tr[data-control-plane='{replica['name']}']")
+    expect(row).to_have_attribute("data-state", "up")
+    expect(row.locator(".state-badge")).to_have_text("Ready")
+    expect(row.locator(".fleet-leads")).to_have_text(", ".join(DUTIES))
+    expect(row).to_contain_text(replica["url"])
+    expect(row).to_contain_text(f"sqlite {replica['database']['host']}")
 
 
 def test_a_user_has_no_fleet_app_and_its_api_refuses_the_users_cookie(desk: Desk) -> None:

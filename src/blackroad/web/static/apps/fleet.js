@@ -2,13 +2,16 @@
 // read from /api/fleet every POLL_MS so a node the server's probes find dead turns red
 // within a probe round; adding a peer by URL, draining one (no new work; what it runs
 // finishes) and removing one. Rows are updated in place, keyed by the node's name, so
-// polling never takes the keyboard focus away.
+// polling never takes the keyboard focus away. Below them, the control planes serving on
+// the same database: whether each is ready (it refreshed its row lately), which duties it
+// leads, and the database it uses.
 
 import { ApiError } from "/desktop/api.js";
 import { element, field, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
 
 const POLL_MS = 1500;
 const COLUMNS = ["Node", "Kind", "State", "Models", "Load", "Tokens/s", "Last seen", "Actions"];
+const REPLICA_COLUMNS = ["Control plane", "State", "Leads", "Database", "Version", "Last seen"];
 
 /** "up" or "down": down when the probes recorded it, or the router's breaker is open. */
 function health(node) {
@@ -71,7 +74,39 @@ class Fleet {
           this.body)),
       this.announcer,
     );
-    container.append(element("div", { class: "fleet" }, nodes, this.buildAdd()));
+    container.append(element("div", { class: "fleet" }, nodes, this.buildReplicas(), this.buildAdd()));
+  }
+
+  buildReplicas() {
+    this.replicas = element("tbody");
+    const heading = element("h3", { id: uniqueId("fleet-replicas") }, "Control planes");
+    return element("section", { class: "fleet-section", "aria-labelledby": heading.id },
+      heading,
+      element("div", { class: "table-scroll" },
+        element("table", { class: "data-table fleet-table fleet-replicas" },
+          element("caption", { class: "visually-hidden" }, "Control planes serving on this database"),
+          element("thead", {}, element("tr", {},
+            ...REPLICA_COLUMNS.map((name) => element("th", { scope: "col" }, name)))),
+          this.replicas)),
+    );
+  }
+
+  /** The control planes' rows, rebuilt each poll: they hold nothing that takes the focus. */
+  showReplicas(replicas) {
+    this.replicas.replaceChildren(...replicas.map((replica) => {
+      const state = replica.ready ? "up" : "down";
+      return element("tr", { "data-control-plane": replica.name, "data-state": state },
+        element("th", { scope: "row" }, replica.name, element("br"),
+          element("span", { class: "muted fleet-url" }, replica.url)),
+        element("td", {}, element("span", { class: "state-badge", "data-state": state },
+          replica.ready ? "Ready" : "Gone")),
+        element("td", { class: "fleet-leads" }, replica.leads.join(", ") || "—"),
+        element("td", {}, `${replica.database.kind} `,
+          element("span", { class: "muted fleet-url" }, replica.database.host)),
+        element("td", {}, replica.version),
+        element("td", {}, formatTime(replica.last_seen)),
+      );
+    }));
   }
 
   buildAdd() {
@@ -122,7 +157,7 @@ class Fleet {
   }
 
   async refresh() {
-    const [{ nodes }, { models: loaded }] = await Promise.all([
+    const [{ nodes, control_planes: replicas }, { models: loaded }] = await Promise.all([
       this.api.get("/api/fleet"),
       this.api.get("/api/ps"),
     ]);
@@ -143,6 +178,7 @@ class Fleet {
       this.rows.delete(name);
       this.states.delete(name);
     }
+    this.showReplicas(replicas);
     this.updated.classList.remove("error");
     this.updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   }
