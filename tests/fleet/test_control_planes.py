@@ -7,6 +7,7 @@ desktop are tested on SQLite, where the one control plane leads every duty.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
+from blackroad.audit.log import AuditLog, Entry, checkpoints
 from blackroad.fleet.control_planes import Presence, database_place, listed
 from blackroad.store.database import Database
 from blackroad.store.leadership import AUDIT_CHECKPOINTS, DUTIES, PLACEMENT, Leadership
@@ -38,6 +40,14 @@ def eventually(condition: Callable[[], bool], then: Callable[[], None] = lambda:
         assert time.monotonic() < deadline, "the condition never held"
         then()
         time.sleep(0.05)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, letting the event loop run between tries."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -89,6 +99,30 @@ def test_a_replica_that_stops_beating_is_shown_gone_and_one_that_stops_leaves(
     second.beat([])  # a row deleted behind a live replica's back comes back
     assert [r.name for r in listed(database)] == ["cp-1", "cp-2"]
     database.close()
+
+
+@pytest.mark.anyio
+async def test_the_audit_log_is_signed_only_by_the_leader_of_its_checkpoints(
+    database_location: Path | str, tmp_path: Path
+) -> None:
+    log = AuditLog(Database(database_location), tmp_path, "blackroad/test/audit", keep_texts=False)
+    log.record(Entry("change", {"n": 1}))
+    leading, asked = False, 0
+
+    def signs() -> bool:
+        nonlocal asked
+        asked += 1
+        return leading
+
+    signer = asyncio.create_task(checkpoints(log, every_records=1, every_seconds=0.01, signs=signs))
+    try:
+        await until(lambda: asked >= 3)  # three rounds with a record due, led elsewhere
+        assert log.signed_size() == 0
+        leading = True
+        await until(lambda: log.signed_size() == 1)
+    finally:
+        signer.cancel()
+    log.database.close()
 
 
 def test_the_database_is_shown_without_its_password(shared: str) -> None:
