@@ -10,7 +10,8 @@ each peer answered is written back for ``blackroad fleet`` and ``/api/fleet``.
 Passive detection (failed requests) is the router's; together they make a
 node that died leave the rotation, and a node that came back rejoin by
 itself within a round. After each round the placer (``fleet/placement.py``)
-brings placed models up to their replicas.
+brings placed models up to their replicas, on the one control plane that
+leads placement (``store/leadership.py``); every replica probes.
 """
 
 from __future__ import annotations
