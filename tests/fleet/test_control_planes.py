@@ -62,13 +62,14 @@ def test_the_server_on_sqlite_leads_every_duty_and_lists_itself(
     replicas = http.get("/api/fleet").json()["control_planes"]
     assert len(replicas) == 1
     (this,) = replicas
-    assert this["url"] == server.url and this["ready"] is True
+    assert this["url"] == server.url and this["ready"] is True and this["problem"] is None
     assert this["leads"] == list(DUTIES)
     assert this["database"] == {"kind": "sqlite", "host": str(server.home / "blackroad.db")}
     printed = blackroad("fleet", home=server.home)
     assert printed.returncode == 0, printed.stdout + printed.stderr
     assert "CONTROL PLANE" in printed.stdout
-    assert "ready" in printed.stdout and f"{PLACEMENT}, {AUDIT_CHECKPOINTS}" in printed.stdout
+    assert " ready " in printed.stdout and "not ready" not in printed.stdout
+    assert f"{PLACEMENT}, {AUDIT_CHECKPOINTS}" in printed.stdout
 
     def beaten() -> bool:  # its background task refreshes the row while it runs
         (now,) = http.get("/api/fleet").json()["control_planes"]
@@ -98,8 +99,14 @@ def test_a_replica_that_stops_beating_is_shown_gone_and_one_that_stops_leaves(
             .values(last_seen=listed(database)[0].last_seen.replace(year=2000))
         )
     assert [(r.name, r.ready) for r in listed(database)] == [("cp-1", False), ("cp-2", True)]
+    assert "gone" in (listed(database)[0].problem or "")
     first.beat([PLACEMENT, AUDIT_CHECKPOINTS])  # it was only slow
     assert listed(database)[0].ready and listed(database)[0].leads == list(DUTIES)
+    second.beat([], "the database's schema is at 9999_newer")  # its readiness check failed
+    assert [(r.name, r.ready, r.problem) for r in listed(database)] == [
+        ("cp-1", True, None),
+        ("cp-2", False, "the database's schema is at 9999_newer"),
+    ]
     second.leave()
     assert [r.name for r in listed(database)] == ["cp-1"]
     second.beat([])  # a row deleted behind a live replica's back comes back

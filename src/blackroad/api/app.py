@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
         runner.resume()  # runs a stop or a crash cut short go on from their last step
         await asyncio.to_thread(leadership.refresh)  # duties no other replica leads are ours
         await asyncio.to_thread(presence.register, leadership.led())
-        beater = asyncio.create_task(keep_present(presence, leadership))
+        beater = asyncio.create_task(keep_present(presence, leadership, readiness))
         prober = asyncio.create_task(
             watch(
                 fleet,

@@ -127,6 +127,7 @@ def control_plane_view(replica: ControlPlane) -> dict[str, Any]:
         "url": replica.url,
         "version": replica.version,
         "ready": replica.ready,
+        "problem": replica.problem,
         "started_at": replica.started_at.isoformat(),
         "last_seen": replica.last_seen.isoformat(),
         "leads": replica.leads,

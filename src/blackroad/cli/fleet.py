@@ -186,13 +186,14 @@ def _table(rows: list[NodeInfo]) -> None:
 
 def _control_planes_table(rows: list[ControlPlane]) -> None:
     table = Table(box=None, header_style="bold")
-    for column in ("CONTROL PLANE", "STATE", "URL", "LEADS", "DATABASE", "VERSION", "LAST SEEN"):
+    columns = ("CONTROL PLANE", "STATE", "URL", "LEADS", "DATABASE", "VERSION", "LAST SEEN")
+    for column in (*columns, "PROBLEM"):
         table.add_column(column)
     for replica in rows:
         table.add_row(
-            Text(replica.name), "ready" if replica.ready else "gone", Text(replica.url),
+            Text(replica.name), "ready" if replica.ready else "not ready", Text(replica.url),
             ", ".join(replica.leads) or "-",
             Text(f"{replica.database_kind} {replica.database_host}"), Text(replica.version),
-            _time(replica.last_seen),
+            _time(replica.last_seen), Text(replica.problem or ""),
         )  # fmt: skip
     console.print(table)

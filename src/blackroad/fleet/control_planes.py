@@ -2,10 +2,12 @@
 
 Every ``blackroad up`` adds a row to ``control_planes`` when it starts (its
 node name, the URL it serves, its version, the database it uses: kind and
-host, never a user or password), refreshes the row's ``last_seen`` and the
-duties it leads (``store/leadership.py``) every ``BEAT_SECONDS`` from a
-background task, and deletes it when it stops. A replica whose row was not
-refreshed for ``GONE_AFTER`` seconds is shown as gone, not ready; rows of
+host, never a user or password), refreshes the row's ``last_seen``, the
+duties it leads (``store/leadership.py``) and why it cannot serve, if it
+cannot (its ``/health/ready`` check, ``store/readiness.py``) every
+``BEAT_SECONDS`` from a background task, and deletes it when it stops. A
+replica whose row was not refreshed for ``GONE_AFTER`` seconds is shown as
+gone; it is ready if it is not gone and had no problem; rows of
 replicas gone for a day are forgotten when another one starts. Times are the
 database's clock, so replicas whose clocks disagree do not see each other gone.
 """
@@ -27,6 +29,7 @@ from blackroad import __version__
 from blackroad.config import Settings
 from blackroad.store.database import Database
 from blackroad.store.leadership import Leadership
+from blackroad.store.readiness import DatabaseReadiness
 from blackroad.store.schema import control_planes
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,8 @@ class ControlPlane:
     started_at: datetime
     last_seen: datetime
     leads: list[str]
-    ready: bool  # refreshed within GONE_AFTER seconds
+    problem: str | None  # why it is not ready
+    ready: bool
 
 
 def served_url(settings: Settings) -> str:
@@ -94,28 +98,33 @@ class Presence:
             "database_host": host,
         }
 
-    def register(self, leads: list[str]) -> None:
+    def register(self, leads: list[str], problem: str | None = None) -> None:
         c = control_planes.c
         with self.database.engine.begin() as connection:
             now = _now(connection)
             connection.execute(delete(control_planes).where(c.last_seen < now - FORGET_AFTER))
             connection.execute(
                 insert(control_planes).values(
-                    **self._row, started_at=now, last_seen=now, leads=json.dumps(leads)
+                    **self._row,
+                    started_at=now,
+                    last_seen=now,
+                    leads=json.dumps(leads),
+                    problem=problem,
                 )
             )
 
-    def beat(self, leads: list[str]) -> None:
-        """Refresh ``last_seen`` and the duties led; a row found deleted is added again."""
+    def beat(self, leads: list[str], problem: str | None = None) -> None:
+        """Refresh ``last_seen``, the duties led and the problem; a row found deleted is added
+        again."""
         c = control_planes.c
         with self.database.engine.begin() as connection:
             refreshed = connection.execute(
                 update(control_planes)
                 .where(c.id == self.id)
-                .values(last_seen=func.now(), leads=json.dumps(leads))
+                .values(last_seen=func.now(), leads=json.dumps(leads), problem=problem)
             )
         if refreshed.rowcount == 0:
-            self.register(leads)
+            self.register(leads, problem)
 
     def leave(self) -> None:
         with self.database.engine.begin() as connection:
@@ -129,29 +138,35 @@ def listed(database: Database) -> list[ControlPlane]:
         now = _now(connection)
         rows = connection.execute(select(control_planes).order_by(c.started_at, c.name, c.id))
         gone_before = now - timedelta(seconds=GONE_AFTER)
-        return [
-            ControlPlane(
-                id=row.id,
-                name=row.name,
-                url=row.url,
-                version=row.version,
-                database_kind=row.database_kind,
-                database_host=row.database_host,
-                started_at=_utc(row.started_at),
-                last_seen=_utc(row.last_seen),
-                leads=list(json.loads(row.leads)),
-                ready=_utc(row.last_seen) >= gone_before,
-            )
-            for row in rows
-        ]
+        return [_control_plane(row, gone=_utc(row.last_seen) < gone_before) for row in rows]
 
 
-async def keep_present(presence: Presence, leadership: Leadership) -> None:
+def _control_plane(row: Any, gone: bool) -> ControlPlane:
+    problem = f"gone: not seen for over {GONE_AFTER:g} s" if gone else row.problem
+    return ControlPlane(
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        version=row.version,
+        database_kind=row.database_kind,
+        database_host=row.database_host,
+        started_at=_utc(row.started_at),
+        last_seen=_utc(row.last_seen),
+        leads=list(json.loads(row.leads)),
+        problem=problem,
+        ready=problem is None,
+    )
+
+
+async def keep_present(
+    presence: Presence, leadership: Leadership, readiness: DatabaseReadiness
+) -> None:
     """Every ``BEAT_SECONDS``: try to lead the duties not led, then refresh this row."""
     while True:
         await asyncio.sleep(BEAT_SECONDS)
         try:
             await asyncio.to_thread(leadership.refresh)
-            await asyncio.to_thread(presence.beat, leadership.led())
+            problem = await readiness.problem()
+            await asyncio.to_thread(presence.beat, leadership.led(), problem)
         except Exception:  # a failed beat is logged; the next one may do better
             log.exception("refreshing this control plane's row failed")

@@ -224,4 +224,5 @@ control_planes = Table(  # the replicas serving on this database (fleet/control_
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
     Column("leads", Text, nullable=False),  # a JSON array of the duties it led at last_seen
+    Column("problem", Text),  # why it could not serve at last_seen (store/readiness.py)
 )

@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
         sa.Column("leads", sa.Text, nullable=False),
+        sa.Column("problem", sa.Text),
     )
 
 

@@ -3,8 +3,8 @@
 // within a probe round; adding a peer by URL, draining one (no new work; what it runs
 // finishes) and removing one. Rows are updated in place, keyed by the node's name, so
 // polling never takes the keyboard focus away. Below them, the control planes serving on
-// the same database: whether each is ready (it refreshed its row lately), which duties it
-// leads, and the database it uses.
+// the same database: whether each is ready (it refreshed its row lately and could serve),
+// which duties it leads, and the database it uses.
 
 import { ApiError } from "/desktop/api.js";
 import { element, field, formatBytes, formatTime, uniqueId } from "/desktop/ui.js";
@@ -98,8 +98,9 @@ class Fleet {
       return element("tr", { "data-control-plane": replica.name, "data-state": state },
         element("th", { scope: "row" }, replica.name, element("br"),
           element("span", { class: "muted fleet-url" }, replica.url)),
-        element("td", {}, element("span", { class: "state-badge", "data-state": state },
-          replica.ready ? "Ready" : "Gone")),
+        element("td", { class: "fleet-state" },
+          element("span", { class: "state-badge", "data-state": state }, replica.ready ? "Ready" : "Not ready"),
+          element("span", { class: "fleet-error" }, replica.problem ?? "")),
         element("td", { class: "fleet-leads" }, replica.leads.join(", ") || "—"),
         element("td", {}, `${replica.database.kind} `,
           element("span", { class: "muted fleet-url" }, replica.database.host)),
