@@ -8,7 +8,6 @@ once and locks nothing of other tests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from blackroad.api.proxies import TrustedProxies
 from blackroad.errors import BlackRoadError
 from tests.support.server import HTTP_TIMEOUT, Server, blackroad, running_server
+from tests.support.wait import until
 
 KEY = "br-proxies-test-key-0123456789"
 PASSWORD = "a-password-for-the-proxy-tests"
@@ -49,10 +49,7 @@ def fail_three_times(server: Server, forwarded_for: list[str]) -> None:
 
 
 def logged(server: Server, text: str) -> None:
-    deadline = time.monotonic() + HTTP_TIMEOUT  # a bound for a stuck log, not a speed test
-    while text not in server.log.read_text():
-        assert time.monotonic() < deadline, f"not logged: {text}"
-        time.sleep(0.1)
+    until(lambda: text in server.log.read_text(), what=f"logged: {text}")
 
 
 def audited_clients(server: Server, forwarded_for: str) -> list[str]:
