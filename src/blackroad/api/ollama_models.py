@@ -8,7 +8,6 @@ hashing and copying gigabytes must not stall the event loop.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -103,18 +102,15 @@ async def has_blob(digest: str, request: Request) -> Response:
 async def upload_blob(digest: str, request: Request) -> Response:
     """Stream the body to disk, verify its sha256, then keep it as a blob."""
     store = _store(request)
-    partial = store.partial_path(digest)  # validates the digest
+    tmp = store.private_partial(digest)  # validates the digest
     if await run_in_threadpool(store.has_blob, digest):
         return Response(status_code=200)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name: two uploads of one blob must not interleave.
-    tmp = partial.with_name(f"{partial.name}.{os.getpid()}.{id(request)}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tmp.open("wb") as out:
             async for chunk in request.stream():
                 await run_in_threadpool(out.write, chunk)
-        await run_in_threadpool(tmp.replace, partial)
-        await run_in_threadpool(store.commit_partial, digest)
+        await run_in_threadpool(store.commit_partial, digest, tmp)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -134,11 +134,19 @@ class ModelStore:
         return self.blob_path(digest).is_file()
 
     def partial_path(self, digest: str) -> Path:
+        """Where a pull writes ``digest``'s blob, resumable across attempts."""
         return self.blob_path(digest).with_name(self.blob_path(digest).name + "-partial")
 
-    def commit_partial(self, digest: str) -> None:
-        """Verify a fully written partial blob and move it into place, or delete it."""
-        partial = self.partial_path(digest)
+    def private_partial(self, digest: str) -> Path:
+        """A temporary name for one writer of ``digest``'s blob: two writers of one blob
+        at once (two creates from one file, two uploads) must never share a file."""
+        name = self.blob_path(digest).name
+        return self.blobs_dir / f"{name}-{uuid.uuid4().hex}-partial"
+
+    def commit_partial(self, digest: str, partial: Path | None = None) -> None:
+        """Verify a fully written partial blob (``partial_path`` unless named) and move it
+        into place, or delete it."""
+        partial = partial or self.partial_path(digest)
         actual = file_digest(partial)
         if actual != digest:
             partial.unlink()
@@ -149,8 +157,9 @@ class ModelStore:
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
         if not self.has_blob(digest):
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
-            self.partial_path(digest).write_bytes(data)
-            self.commit_partial(digest)
+            partial = self.private_partial(digest)
+            partial.write_bytes(data)
+            self.commit_partial(digest, partial)
         return Layer(media_type, digest, len(data))
 
     def add_file(self, source: Path, media_type: str) -> Layer:
@@ -159,13 +168,15 @@ class ModelStore:
         size = source.stat().st_size
         if not self.has_blob(digest):
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
-            partial = self.partial_path(digest)
-            partial.unlink(missing_ok=True)
+            partial = self.private_partial(digest)
             try:
                 os.link(source, partial)
             except OSError:
                 shutil.copyfile(source, partial)
-            self.commit_partial(digest)
+            self.commit_partial(digest, partial)
+            # Renamed onto a blob linked from the same source by another writer, it named
+            # the same file: rename(2) then succeeds and does nothing, leaving it behind.
+            partial.unlink(missing_ok=True)
         return Layer(media_type, digest, size)
 
     def text(self, layer: Layer) -> str:
