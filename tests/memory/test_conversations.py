@@ -1,4 +1,4 @@
-"""Conversations on a real, migrated SQLite file: owners, search, history, export."""
+"""Conversations on a real, migrated SQLite file and PostgreSQL: owners, search, history, export."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ ANSWER = {
 
 
 @pytest.fixture
-def chats(database: Database) -> Conversations:
-    return Conversations(database)
+def chats(database_on_both: Database) -> Conversations:
+    return Conversations(database_on_both)
 
 
 def test_a_conversation_takes_its_first_user_message_as_title_and_keeps_every_figure(

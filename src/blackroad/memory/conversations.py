@@ -9,10 +9,15 @@ one exception is a regenerated (or edited) last question: its new answer,
 once complete, replaces the conversation's last user message and all after
 it, in the same transaction.
 
-Search runs over titles and message text. Message text is in the FTS5 index
-``messages_fts`` (kept in step by triggers); a user's words are quoted one by
-one before they reach FTS5, so no query syntax (``OR``, ``NEAR``, ``*``,
-column filters) can be injected and every search is a plain AND of words.
+Search runs over titles and message text: a plain AND of the query's words,
+into which no query syntax (``OR``, ``NEAR``, ``*``, column filters) can be
+injected. On SQLite message text is in the FTS5 index ``messages_fts`` (kept
+in step by triggers), and a user's words are quoted one by one before they
+reach it; on PostgreSQL it is the GIN index over ``to_tsvector('english',
+content)`` (migration 0009), queried with ``plainto_tsquery``, which reads
+every word as text (and, unlike FTS5, drops English stop words).
+
+SQLAlchemy Core statements over ``store.schema``'s tables, on either database.
 """
 
 from __future__ import annotations
@@ -25,9 +30,29 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Delete,
+    RowMapping,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+    update,
+)
+
 from blackroad.errors import InvalidRequest, NotFound
-from blackroad.store import sqlite
 from blackroad.store.database import Database
+from blackroad.store.schema import conversations, messages
 
 Role = Literal["system", "user", "assistant", "tool"]
 ExportFormat = Literal["json", "markdown"]
@@ -134,33 +159,60 @@ class Conversation:
         return view
 
 
-_SUMMARY = """
-SELECT c.id, c.title, c.model, c.created_at, c.updated_at,
-       (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
-  FROM conversations c
-"""
-# A message that matches, for the snippet shown beside a search hit.
-_SNIPPET = """
-SELECT snippet(messages_fts, 0, '[', ']', '…', 12)
-  FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
- WHERE messages_fts MATCH ? AND m.conversation_id = ?
- ORDER BY rank LIMIT 1
-"""
+_c, _m = conversations.c, messages.c
+_SUMMARY = select(
+    _c.id, _c.title, _c.model, _c.created_at, _c.updated_at,
+    select(func.count()).where(_m.conversation_id == _c.id).scalar_subquery().label(
+        "message_count"
+    ),
+)  # fmt: skip
+_MESSAGES = select(messages).order_by(_m.id)
+# The text search configuration of PostgreSQL's full-text indexes (0009): as a
+# literal, so that the expressions below are those the indexes were made over.
+_ENGLISH: ColumnElement[str] = literal_column("'english'")
+_FTS5 = table("messages_fts", column("rowid"))
+_FTS5_MATCH = literal_column("messages_fts").op("MATCH", is_comparison=True)
+# PostgreSQL's snippet: FTS5's marks and length (below), in ts_headline's words.
+_HEADLINE = "StartSel=[, StopSel=], MaxWords=12, MinWords=5"
 
 
-def _conversation(row: sqlite.Row, match: str | None = None) -> Conversation:
+def _search(dialect: str, words: Sequence[str]) -> tuple[ColumnElement[bool], Select[Any]]:
+    """Where a conversation has a message holding every one of ``words``, and a select of
+    the snippet of its best such message (for the bound ``conversation``), in ``dialect``."""
+    if dialect == "postgresql":
+        document = func.to_tsvector(_ENGLISH, _m.content)
+        query = func.plainto_tsquery(_ENGLISH, " ".join(words))
+        holds = document.op("@@", is_comparison=True)(query)
+        snippet = (
+            select(func.ts_headline(_ENGLISH, _m.content, query, _HEADLINE))
+            .where(holds, _m.conversation_id == bindparam("conversation"))
+            .order_by(func.ts_rank_cd(document, query).desc(), _m.id)
+        )
+        return _c.id.in_(select(_m.conversation_id).where(holds)), snippet.limit(1)
+    holds = _FTS5_MATCH(bindparam("match", fts_query(" ".join(words))))
+    indexed = _FTS5.join(messages, _m.id == _FTS5.c.rowid)
+    snippet = (
+        select(func.snippet(literal_column("messages_fts"), 0, "[", "]", "…", 12))
+        .select_from(indexed)
+        .where(holds, _m.conversation_id == bindparam("conversation"))
+        .order_by(literal_column("rank"))
+    )
+    found = select(_m.conversation_id).select_from(indexed).where(holds)
+    return _c.id.in_(found), snippet.limit(1)
+
+
+def _conversation(row: RowMapping, match: str | None = None) -> Conversation:
     return Conversation(
         row["id"], row["title"], row["model"], row["created_at"], row["updated_at"],
         row["message_count"], match,
     )  # fmt: skip
 
 
-def _message(row: sqlite.Row) -> Message:
-    citations = row["citations"]
+def _message(row: RowMapping) -> Message:
     return Message(
         row["id"], row["role"], row["content"], row["model"], row["prompt_tokens"],
-        row["completion_tokens"], row["ttft_ms"], row["duration_ms"],
-        None if citations is None else json.loads(citations), row["created_at"],
+        row["completion_tokens"], row["ttft_ms"], row["duration_ms"], row["citations"],
+        row["created_at"],
     )  # fmt: skip
 
 
@@ -185,57 +237,45 @@ class Conversations:
         name = UNTITLED if title is None else title_from(title, TITLE_MAX)
         new = [NewMessage.of(m) for m in messages]
         now = utc_now()
-
-        def insert(connection: sqlite.Connection) -> int:
-            cursor = connection.execute(
-                "INSERT INTO conversations (owner, title, model, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (owner, name, model, now, now),
-            )
-            assert cursor.lastrowid is not None
-            _insert(connection, cursor.lastrowid, name, new, now)
-            return cursor.lastrowid
-
-        conversation_id = self.database.write(insert)
+        row = {"owner": owner, "title": name, "model": model, "created_at": now, "updated_at": now}
+        with self.database.engine.begin() as connection:
+            conversation_id: int = connection.execute(
+                insert(conversations).returning(_c.id), row
+            ).scalar_one()
+            _insert(connection, conversation_id, name, new, now)
         return self.summary(owner, conversation_id)
 
     def list(
         self, owner: str, query: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[Conversation]:
+    ) -> builtins.list[Conversation]:
         """``owner``'s conversations, latest first; with ``query``, those whose title or
         messages hold every one of its words."""
-        sql, parameters = f"{_SUMMARY} WHERE c.owner = ?", [owner]
-        match = None
-        if query is not None and query.strip():
-            match = fts_query(query)
-            if match is None:
+        found = _SUMMARY.where(_c.owner == owner)
+        words = _WORD.findall(query) if query is not None and query.strip() else None
+        if words is not None:
+            if not words:
                 return []  # nothing but punctuation: no word can match
-            words = _WORD.findall(query)
-            in_title = " AND ".join(["c.title LIKE ? ESCAPE '\\'"] * len(words))
-            # Built from constants: one placeholder per word.
-            sql += (
-                f" AND (({in_title}) OR c.id IN (SELECT m.conversation_id FROM messages_fts"  # noqa: S608
-                " JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ?))"
-            )
-            parameters += [*(_like(word) for word in words), match]
-        sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?"
-        reader = self.database.reader()
-        rows = reader.execute(sql, (*parameters, limit, offset)).fetchall()
-        if match is None:
-            return [_conversation(row) for row in rows]
-        found = []
-        for row in rows:
-            snippet = reader.execute(_SNIPPET, (match, row["id"])).fetchone()
-            found.append(_conversation(row, None if snippet is None else snippet[0]))
-        return found
+            in_messages, snippet = _search(self.database.dialect, words)
+            in_title = and_(*(_c.title.ilike(_like(word), escape="\\") for word in words))
+            found = found.where(or_(in_title, in_messages))
+        found = found.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit).offset(offset)
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(found).mappings().all()
+            if words is None:
+                return [_conversation(row) for row in rows]
+            return [
+                _conversation(row, connection.scalar(snippet, {"conversation": row["id"]}))
+                for row in rows
+            ]
 
     def summary(self, owner: str, conversation_id: int) -> Conversation:
         """One of ``owner``'s conversations, without its messages."""
-        row = (
-            self.database.reader()
-            .execute(f"{_SUMMARY} WHERE c.id = ? AND c.owner = ?", (conversation_id, owner))
-            .fetchone()
-        )
+        with self.database.engine.connect() as connection:
+            row = (
+                connection.execute(_SUMMARY.where(_c.id == conversation_id, _c.owner == owner))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")
         return _conversation(row)
@@ -243,32 +283,27 @@ class Conversations:
     def get(self, owner: str, conversation_id: int) -> Conversation:
         """One of ``owner``'s conversations, with its messages in order."""
         found = self.summary(owner, conversation_id)
-        rows = (
-            self.database.reader()
-            .execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
-            )
-            .fetchall()
-        )
-        return Conversation(**{**vars(found), "messages": tuple(_message(r) for r in rows)})
+        with self.database.engine.connect() as connection:
+            in_order = _MESSAGES.where(_m.conversation_id == conversation_id)
+            rows = connection.execute(in_order).mappings()
+            stored = tuple(_message(row) for row in rows)
+        return Conversation(**{**vars(found), "messages": stored})
 
     def rename(self, owner: str, conversation_id: int, title: str) -> Conversation:
         name = self._title(title)
         self._change(
-            owner,
             conversation_id,
-            "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND owner = ?",
-            (name, utc_now(), conversation_id, owner),
+            update(conversations)
+            .where(_c.id == conversation_id, _c.owner == owner)
+            .values(title=name, updated_at=utc_now()),
         )
         return self.summary(owner, conversation_id)
 
     def delete(self, owner: str, conversation_id: int) -> None:
         """Delete a conversation and its messages; memories taken from it stay, unlinked."""
         self._change(
-            owner,
             conversation_id,
-            "DELETE FROM conversations WHERE id = ? AND owner = ?",
-            (conversation_id, owner),
+            delete(conversations).where(_c.id == conversation_id, _c.owner == owner),
         )
 
     def append(
@@ -288,31 +323,24 @@ class Conversations:
         user turn's text as its title. With ``replacing`` (a message id, from
         ``last_question``) that message and every later one go first.
         """
-        messages = [NewMessage.of(m) for m in (*turns, *([answer] if answer else []))]
+        new = [NewMessage.of(m) for m in (*turns, *([answer] if answer else []))]
         now = utc_now()
-
-        def add(connection: sqlite.Connection) -> list[int]:
-            row = connection.execute(
-                "SELECT title FROM conversations WHERE id = ? AND owner = ?",
-                (conversation_id, owner),
-            ).fetchone()
-            if row is None:
+        with self.database.engine.begin() as connection:
+            title = connection.scalar(
+                select(_c.title).where(_c.id == conversation_id, _c.owner == owner)
+            )
+            if title is None:
                 raise NotFound(f"conversation {conversation_id} not found")
             if replacing is not None:
                 connection.execute(
-                    "DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
-                    (conversation_id, replacing),
+                    delete(messages).where(
+                        _m.conversation_id == conversation_id, _m.id >= replacing
+                    )
                 )
-            return _insert(connection, conversation_id, row[0], messages, now)
-
-        ids = self.database.write(add)
-        marks = ",".join("?" * len(ids))
-        rows = (
-            self.database.reader()
-            .execute(f"SELECT * FROM messages WHERE id IN ({marks}) ORDER BY id", ids)  # noqa: S608
-            .fetchall()
-        )
-        return [_message(row) for row in rows]
+            ids = _insert(connection, conversation_id, title, new, now)
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(_MESSAGES.where(_m.id.in_(ids))).mappings()
+            return [_message(row) for row in rows]
 
     def history(self, owner: str, conversation_id: int) -> builtins.list[dict[str, str]]:
         """The conversation as chat messages, oldest first: what a new turn is sent after."""
@@ -353,14 +381,11 @@ class Conversations:
             raise InvalidRequest("a title needs some text", param="title")
         return name
 
-    def _change(
-        self, owner: str, conversation_id: int, sql: str, parameters: tuple[object, ...]
-    ) -> None:
-        def work(connection: sqlite.Connection) -> None:
-            if connection.execute(sql, parameters).rowcount == 0:
+    def _change(self, conversation_id: int, statement: Update | Delete) -> None:
+        """Run ``statement`` on one conversation; NotFound where it changed none."""
+        with self.database.engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
                 raise NotFound(f"conversation {conversation_id} not found")
-
-        self.database.write(work)
 
 
 def _turns(messages: Sequence[Message]) -> builtins.list[dict[str, str]]:
@@ -368,32 +393,33 @@ def _turns(messages: Sequence[Message]) -> builtins.list[dict[str, str]]:
 
 
 def _insert(
-    connection: sqlite.Connection,
+    connection: Connection,
     conversation_id: int,
     title: str,
-    messages: Sequence[NewMessage],
+    new: Sequence[NewMessage],
     now: str,
-) -> list[int]:
-    ids = []
-    for m in messages:
-        citations = None if m.citations is None else json.dumps(list(m.citations))
-        cursor = connection.execute(
-            "INSERT INTO messages (conversation_id, role, content, model, prompt_tokens,"
-            " completion_tokens, ttft_ms, duration_ms, citations, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (conversation_id, m.role, m.content, m.model, m.prompt_tokens,
-             m.completion_tokens, m.ttft_ms, m.duration_ms, citations, now),
-        )  # fmt: skip
-        assert cursor.lastrowid is not None
-        ids.append(cursor.lastrowid)
-    first_user = next((m.content for m in messages if m.role == "user"), None)
+) -> builtins.list[int]:
+    rows = [
+        {"conversation_id": conversation_id, "role": m.role, "content": m.content,
+         "model": m.model, "prompt_tokens": m.prompt_tokens,
+         "completion_tokens": m.completion_tokens, "ttft_ms": m.ttft_ms,
+         "duration_ms": m.duration_ms,
+         "citations": None if m.citations is None else [dict(c) for c in m.citations],
+         "created_at": now}
+        for m in new
+    ]  # fmt: skip
+    ids: builtins.list[int] = []
+    if rows:
+        added = insert(messages).returning(_m.id, sort_by_parameter_order=True)
+        ids = list(connection.execute(added, rows).scalars())
+    first_user = next((m.content for m in new if m.role == "user"), None)
     if title == UNTITLED and first_user is not None and first_user.strip():
         title = title_from(first_user)
-    model = next((m.model for m in reversed(messages) if m.model), None)
+    model = next((m.model for m in reversed(new) if m.model), None)
     connection.execute(
-        "UPDATE conversations SET title = ?, model = coalesce(?, model), updated_at = ?"
-        " WHERE id = ?",
-        (title, model, now, conversation_id),
+        update(conversations)
+        .where(_c.id == conversation_id)
+        .values(title=title, model=func.coalesce(model, _c.model), updated_at=now)
     )
     return ids
 

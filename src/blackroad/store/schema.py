@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
+    UniqueConstraint,
+    cast,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine, UserDefinedType
 
 # 64-bit on every database, as SQLite's INTEGER is (PostgreSQL's is 32-bit, migration
 # 0015); INTEGER itself on SQLite, where only that type makes a primary key the rowid.
@@ -225,4 +232,103 @@ control_planes = Table(  # the replicas serving on this database (fleet/control_
     Column("last_seen", DateTime(timezone=True), nullable=False),
     Column("leads", Text, nullable=False),  # a JSON array of the duties it led at last_seen
     Column("problem", Text),  # why it could not serve at last_seen (store/readiness.py)
+)
+
+
+class Embedding(TypeDecorator[Sequence[float]]):
+    """A vector: float32 little-endian bytes on SQLite (what sqlite-vec reads), pgvector's
+    ``vector`` of any width on PostgreSQL (migration 0017). Written, never read back."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(PgVector())
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: Sequence[float] | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return PgVector.text(value)
+        return struct.pack(f"<{len(value)}f", *value)
+
+
+class PgVector(UserDefinedType[str]):
+    """pgvector's ``vector``, with no fixed width, bound as its text (``[1.0,2.0]``)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "vector"
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(bindvalue, self)
+
+    @staticmethod
+    def text(vector: Sequence[float]) -> str:
+        return "[" + ",".join(repr(float(v)) for v in vector) + "]"
+
+
+def _owned(name: str, *items: Any) -> Table:
+    """A table of rows that belong to a user (``owner``), with an ``id`` never reused (0013)."""
+    return Table(
+        name,
+        Base.metadata,
+        Column("id", BigInt, primary_key=True),
+        *items,
+        sqlite_autoincrement=True,
+    )
+
+
+def _parent(column: str, target: str) -> Column[int]:
+    """A reference to ``target`` whose rows go with it (``ON DELETE CASCADE``)."""
+    return Column(
+        column, BigInt, ForeignKey(target, ondelete="CASCADE"), nullable=False, index=True
+    )
+
+
+# Conversations and memories (migrations 0009, 0013, 0017): Core tables, reached through
+# ``memory/conversations.py`` and ``memory/facts.py``. Times are ISO-8601 UTC text.
+conversations = _owned(
+    "conversations",
+    Column("owner", String(128), nullable=False, index=True),
+    Column("title", Text, nullable=False),
+    Column("model", String(256)),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+)
+messages = _owned(
+    "messages",
+    _parent("conversation_id", "conversations.id"),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("model", String(256)),
+    Column("prompt_tokens", BigInt),
+    Column("completion_tokens", BigInt),
+    Column("ttft_ms", Float),
+    Column("duration_ms", Float),
+    Column("citations", JSON(none_as_null=True)),
+    Column("created_at", Text, nullable=False),
+)
+memories = _owned(
+    "memories",
+    Column("owner", String(128), nullable=False, index=True),
+    Column("text", Text, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("conversation_id", BigInt, ForeignKey("conversations.id", ondelete="SET NULL")),
+    Column("embedding", Embedding()),
+    Column("embedding_model", String(256)),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+)
+memory_versions = _owned(
+    "memory_versions",
+    _parent("memory_id", "memories.id"),
+    Column("version", BigInt, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("changed_by", String(128), nullable=False),
+    Column("changed_at", Text, nullable=False),
+    UniqueConstraint("memory_id", "version"),
 )
