@@ -1,10 +1,11 @@
-"""Long-term memories on a real, migrated SQLite file: versions, owners, recall, facts."""
+"""Long-term memories on a real, migrated SQLite file and PostgreSQL: versions, owners, recall."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from sqlalchemy import func, select
 
 from blackroad.errors import EngineError, InvalidRequest, NotFound
 from blackroad.memory.conversations import Conversation, Conversations, Message
@@ -16,6 +17,7 @@ from blackroad.memory.facts import (
     transcript,
 )
 from blackroad.store.database import Database
+from blackroad.store.schema import memory_versions
 
 ALICE, BOB = "alice", "bob"
 MODEL = "test-embedder"
@@ -27,8 +29,8 @@ def unit(*values: float) -> list[float]:
 
 
 @pytest.fixture
-def store(database: Database) -> MemoryStore:
-    return MemoryStore(database)
+def store(database_on_both: Database) -> MemoryStore:
+    return MemoryStore(database_on_both)
 
 
 def test_every_edit_is_a_version_with_who_and_when(store: MemoryStore) -> None:
@@ -91,8 +93,8 @@ def test_embeddings_set_later_skip_a_memory_edited_meanwhile(store: MemoryStore)
     assert [m.text for m in store.recall(ALICE, unit(1, 0), 5, MODEL)] == ["Likes coffee"]
 
 
-def test_extracted_memories_name_their_conversation(store: MemoryStore, database: Database) -> None:
-    chats = Conversations(database)
+def test_extracted_memories_name_their_conversation(store: MemoryStore) -> None:
+    chats = Conversations(store.database)
     alices = chats.create(ALICE, "Intro")
     bobs = chats.create(BOB, "Bob's")
     [fact] = store.add_many(ALICE, [("Is called Ada", None)], "extracted", alices.id, MODEL)
@@ -104,16 +106,16 @@ def test_extracted_memories_name_their_conversation(store: MemoryStore, database
     assert kept.conversation_id is None and kept.text == "Is called Ada"
 
 
-def test_delete_takes_the_history_too(store: MemoryStore, database: Database) -> None:
+def test_delete_takes_the_history_too(store: MemoryStore) -> None:
     added = store.add(ALICE, "Temporary")
     store.edit(ALICE, added.id, "Temporary, edited", changed_by=ALICE)
     store.delete(ALICE, added.id)
     with pytest.raises(NotFound):
         store.get(ALICE, added.id)
-    left = database.reader().execute(
-        "SELECT count(*) FROM memory_versions WHERE memory_id = ?", (added.id,)
-    )
-    assert left.fetchone()[0] == 0
+    versions = memory_versions.c
+    with store.database.engine.connect() as connection:
+        left = connection.scalar(select(func.count()).where(versions.memory_id == added.id))
+    assert left == 0
 
 
 @pytest.mark.parametrize("text", ["", "   ", "x" * 2001])

@@ -7,7 +7,8 @@ Every text a memory has had is a row of ``memory_versions`` (version 1 when
 it is added, one more for each edit), with who changed it and when.
 
 Recall compares the query's embedding with the user's memories by cosine
-similarity, in SQL (sqlite-vec's ``vec_distance_cosine``): a user has
+similarity, in SQL (sqlite-vec's ``vec_distance_cosine`` over float32 bytes
+on SQLite, pgvector's ``<=>`` over a ``vector`` column on PostgreSQL): a user has
 hundreds of memories, not millions, so a scan of theirs beats keeping an
 index. A memory's vector is kept with the name of the model that made it and
 compared only with vectors of the same model and width; memories embedded
@@ -16,7 +17,8 @@ lazily, by the next recall, so a changed model costs one pass, not a
 migration.
 
 Embeddings and extraction go through the inference service, never an
-engine. ``MemoryStore`` is the database side (vectors given to it);
+engine. ``MemoryStore`` is the database side (vectors given to it; SQLAlchemy Core
+statements over ``store.schema``'s tables, on either database);
 ``Memories`` adds the models: it embeds what is written and recalls by a
 query's text. Embedding is the server's own indexing work with the server's
 model (``embedding_model``), as for knowledge bases, so no caller's model
@@ -29,17 +31,31 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
-import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    RowMapping,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from blackroad.errors import EngineError, InvalidRequest, NotFound
 from blackroad.identity.types import Principal
 from blackroad.memory.conversations import Conversation, Conversations, utc_now
 from blackroad.service.inference import Inference
-from blackroad.store import sqlite
 from blackroad.store.database import Database
+from blackroad.store.schema import Embedding, conversations, memories, memory_versions
 
 Source = Literal["user", "extracted"]
 SOURCES: frozenset[str] = frozenset({"user", "extracted"})
@@ -76,11 +92,6 @@ EXTRACT_EXAMPLE = (
         '"The user lives in Leeds."]}',
     },
 )
-
-
-def pack(vector: Sequence[float]) -> bytes:
-    """A vector as stored and as sqlite-vec reads it: float32, little-endian."""
-    return struct.pack(f"<{len(vector)}f", *vector)
 
 
 class Meter(Protocol):
@@ -122,18 +133,36 @@ class MemoryVersion:
         return asdict(self)
 
 
-_COLUMNS = """
-m.id, m.text, m.source, m.conversation_id, m.embedding_model, m.created_at, m.updated_at,
-(SELECT max(v.version) FROM memory_versions v WHERE v.memory_id = m.id) AS version
-"""
-_MEMORY = f"SELECT {_COLUMNS} FROM memories m"  # noqa: S608
+_m, _v = memories.c, memory_versions.c
+_COLUMNS = (
+    _m.id, _m.text, _m.source, _m.conversation_id, _m.embedding_model, _m.created_at,
+    _m.updated_at,
+    select(func.max(_v.version)).where(_v.memory_id == _m.id).scalar_subquery().label("version"),
+)  # fmt: skip
+_MEMORY = select(*_COLUMNS)
+_HISTORY = select(_v.version, _v.text, _v.changed_by, _v.changed_at).order_by(_v.version)
 
 
-def _memory(row: sqlite.Row, similarity: float | None = None) -> Memory:
+def _memory(row: RowMapping, similarity: float | None = None) -> Memory:
     return Memory(
         row["id"], row["text"], row["source"], row["conversation_id"], row["embedding_model"],
         row["version"], row["created_at"], row["updated_at"], similarity,
     )  # fmt: skip
+
+
+def _width_is(dialect: str, dimensions: int) -> ColumnElement[bool]:
+    """Whether a memory's vector is ``dimensions`` wide (float32 bytes on SQLite)."""
+    if dialect == "postgresql":
+        return func.vector_dims(_m.embedding) == dimensions
+    return func.length(_m.embedding) == 4 * dimensions
+
+
+def _distance(dialect: str, query: Sequence[float]) -> ColumnElement[float]:
+    """A memory's cosine distance from ``query``: sqlite-vec's function, or pgvector's ``<=>``."""
+    vector = bindparam("query", list(query), type_=Embedding())
+    if dialect == "postgresql":
+        return _m.embedding.op("<=>", return_type=Float())(vector)
+    return func.vec_distance_cosine(_m.embedding, vector, type_=Float())
 
 
 def clean_text(text: str) -> str:
@@ -179,54 +208,40 @@ class MemoryStore:
             raise InvalidRequest(f"a memory's source is one of {sorted(SOURCES)}", param="source")
         cleaned = [(clean_text(text), vector) for text, vector in texts]
         now = utc_now()
-
-        def insert(connection: sqlite.Connection) -> builtins.list[int]:
+        rows = [
+            {"owner": owner, "text": text, "source": source, "conversation_id": conversation_id,
+             "embedding": vector, "embedding_model": None if vector is None else embedding_model,
+             "created_at": now, "updated_at": now}
+            for text, vector in cleaned
+        ]  # fmt: skip
+        with self.database.engine.begin() as connection:
             if conversation_id is not None:
-                owned = connection.execute(
-                    "SELECT 1 FROM conversations WHERE id = ? AND owner = ?",
-                    (conversation_id, owner),
-                ).fetchone()
-                if owned is None:
+                c = conversations.c
+                owned = select(c.id).where(c.id == conversation_id, c.owner == owner)
+                if connection.scalar(owned) is None:
                     raise NotFound(f"conversation {conversation_id} not found")
-            ids = []
-            for text, vector in cleaned:
-                cursor = connection.execute(
-                    "INSERT INTO memories (owner, text, source, conversation_id, embedding,"
-                    " embedding_model, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (owner, text, source, conversation_id,
-                     None if vector is None else pack(vector),
-                     None if vector is None else embedding_model, now, now),
-                )  # fmt: skip
-                assert cursor.lastrowid is not None
-                self._version(connection, cursor.lastrowid, 1, text, owner, now)
-                ids.append(cursor.lastrowid)
-            return ids
-
-        return [self.get(owner, memory_id) for memory_id in self.database.write(insert)]
+            added = insert(memories).returning(_m.id, sort_by_parameter_order=True)
+            ids = list(connection.execute(added, rows).scalars())
+            versions = [
+                (memory_id, text) for memory_id, (text, _) in zip(ids, cleaned, strict=True)
+            ]
+            _add_versions(connection, versions, 1, owner, now)
+        return [self.get(owner, memory_id) for memory_id in ids]
 
     def list(self, owner: str) -> builtins.list[Memory]:
         """``owner``'s memories, the latest changed first."""
-        rows = self.database.reader().execute(
-            f"{_MEMORY} WHERE m.owner = ? ORDER BY m.updated_at DESC, m.id DESC", (owner,)
-        )
-        return [_memory(row) for row in rows]
+        query = _MEMORY.where(_m.owner == owner).order_by(_m.updated_at.desc(), _m.id.desc())
+        return [_memory(row) for row in self._rows(query)]
 
     def has_any(self, owner: str) -> bool:
         """Has ``owner`` any memory at all (else recall need not embed the query)?"""
-        row = self.database.reader().execute(
-            "SELECT 1 FROM memories WHERE owner = ? LIMIT 1", (owner,)
-        )
-        return row.fetchone() is not None
+        return bool(self._rows(select(_m.id).where(_m.owner == owner).limit(1)))
 
     def get(self, owner: str, memory_id: int) -> Memory:
-        row = (
-            self.database.reader()
-            .execute(f"{_MEMORY} WHERE m.id = ? AND m.owner = ?", (memory_id, owner))
-            .fetchone()
-        )
-        if row is None:
+        rows = self._rows(_MEMORY.where(_m.id == memory_id, _m.owner == owner))
+        if not rows:
             raise NotFound(f"memory {memory_id} not found")
-        return _memory(row)
+        return _memory(rows[0])
 
     def edit(
         self,
@@ -241,56 +256,53 @@ class MemoryStore:
         the new text, the next recall embeds it."""
         cleaned = clean_text(text)
         now = utc_now()
-
-        def change(connection: sqlite.Connection) -> None:
-            updated = connection.execute(
-                "UPDATE memories SET text = ?, embedding = ?, embedding_model = ?, updated_at = ?"
-                " WHERE id = ? AND owner = ?",
-                (cleaned, None if embedding is None else pack(embedding),
-                 None if embedding is None else embedding_model, now, memory_id, owner),
-            )  # fmt: skip
-            if updated.rowcount == 0:
+        change = (
+            update(memories)
+            .where(_m.id == memory_id, _m.owner == owner)
+            .values(
+                text=cleaned,
+                embedding=embedding,
+                embedding_model=None if embedding is None else embedding_model,
+                updated_at=now,
+            )
+        )
+        with self.database.engine.begin() as connection:
+            # The update locks the memory's row (on either database) before its latest
+            # version is read, so edits at once take turns and each gets a version of its own.
+            if connection.execute(change).rowcount == 0:
                 raise NotFound(f"memory {memory_id} not found")
-            (latest,) = connection.execute(
-                "SELECT max(version) FROM memory_versions WHERE memory_id = ?", (memory_id,)
-            ).fetchone()
-            self._version(connection, memory_id, latest + 1, cleaned, changed_by, now)
-
-        self.database.write(change)
+            latest = connection.scalar(
+                select(func.max(_v.version)).where(_v.memory_id == memory_id)
+            )
+            _add_versions(connection, [(memory_id, cleaned)], latest + 1, changed_by, now)
         return self.get(owner, memory_id)
 
     def history(self, owner: str, memory_id: int) -> builtins.list[MemoryVersion]:
         """Every text the memory has had, oldest first."""
         self.get(owner, memory_id)
-        rows = self.database.reader().execute(
-            "SELECT version, text, changed_by, changed_at FROM memory_versions"
-            " WHERE memory_id = ? ORDER BY version",
-            (memory_id,),
-        )
-        return [MemoryVersion(*row) for row in rows]
+        rows = self._rows(_HISTORY.where(_v.memory_id == memory_id))
+        return [MemoryVersion(**row) for row in rows]
 
     def delete(self, owner: str, memory_id: int) -> None:
         """Delete a memory and its history."""
-
-        def remove(connection: sqlite.Connection) -> None:
-            deleted = connection.execute(
-                "DELETE FROM memories WHERE id = ? AND owner = ?", (memory_id, owner)
+        with self.database.engine.begin() as connection:
+            removed = connection.execute(
+                delete(memories).where(_m.id == memory_id, _m.owner == owner)
             )
-            if deleted.rowcount == 0:
+            if removed.rowcount == 0:
                 raise NotFound(f"memory {memory_id} not found")
-
-        self.database.write(remove)
 
     def unembedded(
         self, owner: str, embedding_model: str, dimensions: int
     ) -> builtins.list[Memory]:
         """``owner``'s memories with no ``dimensions``-wide vector from ``embedding_model``."""
-        rows = self.database.reader().execute(
-            f"{_MEMORY} WHERE m.owner = ? AND (m.embedding IS NULL OR m.embedding_model IS NOT ?"
-            " OR length(m.embedding) != ?) ORDER BY m.id",
-            (owner, embedding_model, 4 * dimensions),
+        stale = or_(
+            _m.embedding.is_(None),
+            _m.embedding_model.is_distinct_from(embedding_model),
+            ~_width_is(self.database.dialect, dimensions),
         )
-        return [_memory(row) for row in rows]
+        query = _MEMORY.where(_m.owner == owner, stale).order_by(_m.id)
+        return [_memory(row) for row in self._rows(query)]
 
     def set_embeddings(
         self,
@@ -299,15 +311,22 @@ class MemoryStore:
         embedding_model: str,
     ) -> None:
         """Store each memory's vector, unless its text changed since it was read."""
-
-        def store(connection: sqlite.Connection) -> None:
-            connection.executemany(
-                "UPDATE memories SET embedding = ?, embedding_model = ?"
-                " WHERE id = ? AND owner = ? AND text = ?",
-                [(pack(v), embedding_model, m.id, owner, m.text) for m, v in vectors],
+        if not vectors:
+            return
+        store = (
+            update(memories)
+            .where(
+                _m.id == bindparam("memory"),
+                _m.owner == owner,
+                _m.text == bindparam("read_text"),
             )
-
-        self.database.write(store)
+            .values(
+                embedding=bindparam("vector", type_=Embedding()), embedding_model=embedding_model
+            )
+        )
+        rows = [{"memory": m.id, "read_text": m.text, "vector": v} for m, v in vectors]
+        with self.database.engine.begin() as connection:
+            connection.execute(store, rows)
 
     def recall(
         self, owner: str, query_vector: Sequence[float], k: int, embedding_model: str
@@ -316,29 +335,41 @@ class MemoryStore:
 
         Only memories embedded by ``embedding_model`` at the query's width are compared.
         """
-        query = pack(query_vector)
-        rows = self.database.reader().execute(
-            f"SELECT {_COLUMNS}, vec_distance_cosine(m.embedding, ?) AS distance"  # noqa: S608
-            " FROM memories m WHERE m.owner = ? AND m.embedding_model = ?"
-            " AND length(m.embedding) = ? ORDER BY distance, m.id LIMIT ?",
-            (query, owner, embedding_model, len(query), k),
+        dialect = self.database.dialect
+        distance = _distance(dialect, query_vector).label("distance")
+        query = (
+            select(*_COLUMNS, distance)
+            .where(
+                _m.owner == owner,
+                _m.embedding_model == embedding_model,
+                _width_is(dialect, len(query_vector)),
+            )
+            .order_by(distance, _m.id)
+            .limit(k)
         )
-        return [_memory(row, 1.0 - row["distance"]) for row in rows]
+        return [_memory(row, 1.0 - row["distance"]) for row in self._rows(query)]
 
-    @staticmethod
-    def _version(
-        connection: sqlite.Connection,
-        memory_id: int,
-        version: int,
-        text: str,
-        changed_by: str,
-        now: str,
-    ) -> None:
-        connection.execute(
-            "INSERT INTO memory_versions (memory_id, version, text, changed_by, changed_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (memory_id, version, text, changed_by, now),
-        )
+    def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
+        with self.database.engine.connect() as connection:
+            return connection.execute(query).mappings().all()
+
+
+def _add_versions(
+    connection: Connection,
+    texts: Sequence[tuple[int, str]],
+    version: int,
+    changed_by: str,
+    now: str,
+) -> None:
+    """Each memory's ``version`` (id, text), changed by ``changed_by`` at ``now``."""
+    connection.execute(
+        insert(memory_versions),
+        [
+            {"memory_id": memory_id, "version": version, "text": text,
+             "changed_by": changed_by, "changed_at": now}
+            for memory_id, text in texts
+        ],
+    )  # fmt: skip
 
 
 def memory_context(recalled: Sequence[Memory]) -> str:
