@@ -3,8 +3,8 @@
 An agent belongs to the user who made it (its ``owner``) and is seen by no
 one else: another user's agent is answered as one that does not exist
 (404). Its id and its sandbox directory are its own forever: ids are never
-handed out twice (``AUTOINCREMENT``), a sandbox is named at random and goes
-with its agent (``agents/sandboxes.py``).
+handed out twice (``AUTOINCREMENT`` on SQLite, a sequence on PostgreSQL), a
+sandbox is named at random and goes with its agent (``agents/sandboxes.py``).
 
 Tools are named as the model sees them: a built-in's name, an MCP server's
 tool as ``server__tool``, or every tool of an MCP server as ``mcp:server``.
@@ -16,17 +16,20 @@ waits for a human (``ask``) unless the policy forbids it outright
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
+
+from sqlalchemy import RowMapping, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from blackroad.agents.sandboxes import Sandboxes, new_name
 from blackroad.errors import InvalidRequest, NotFound
 from blackroad.memory.conversations import utc_now
-from blackroad.store import sqlite
 from blackroad.store.database import Database
+from blackroad.store.schema import agents
 
 MemoryAccess = Literal["none", "read", "write"]
 Policy = Literal["ask", "deny"]
@@ -140,80 +143,76 @@ class Agent:
         }
 
 
-def _agent(row: sqlite.Row) -> Agent:
-    definition = AgentDefinition.of(json.loads(row["definition"]))
+def _agent(row: RowMapping) -> Agent:
+    definition = AgentDefinition.of(row["definition"])
     return Agent(
         row["id"], row["owner"], definition, row["created_at"], row["updated_at"], row["sandbox"]
     )
 
 
+_a = agents.c
+
+
 class Agents:
-    """Each user's agent definitions, and their sandboxes."""
+    """Each user's agent definitions, and their sandboxes (Core statements, either database)."""
 
     def __init__(self, database: Database, sandboxes: Sandboxes) -> None:
         self.database = database
         self.sandboxes = sandboxes
 
     def list(self, owner: str) -> list[Agent]:
-        rows = self.database.reader().execute(
-            "SELECT * FROM agents WHERE owner = ? ORDER BY name", (owner,)
-        )
-        return [_agent(row) for row in rows]
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(select(agents).where(_a.owner == owner).order_by(_a.name))
+            return [_agent(row) for row in rows.mappings()]
 
     def get(self, owner: str, agent_id: int) -> Agent:
-        row = (
-            self.database.reader()
-            .execute("SELECT * FROM agents WHERE id = ? AND owner = ?", (agent_id, owner))
-            .fetchone()
-        )
+        with self.database.engine.connect() as connection:
+            found = select(agents).where(_a.id == agent_id, _a.owner == owner)
+            row = connection.execute(found).mappings().first()
         if row is None:
             raise NotFound(f"agent {agent_id} not found")
         return _agent(row)
 
     def create(self, owner: str, definition: AgentDefinition) -> Agent:
         now = utc_now()
-
-        def work(connection: sqlite.Connection) -> int:
-            self._check_free(connection, owner, definition.name, None)
-            cursor = connection.execute(
-                "INSERT INTO agents (owner, name, definition, created_at, updated_at, sandbox)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (owner, definition.name, json.dumps(definition.to_json()), now, now, new_name()),
-            )
-            return int(cursor.lastrowid or 0)
-
-        return self.get(owner, self.database.write(work))
+        row = {
+            "owner": owner, "name": definition.name, "definition": definition.to_json(),
+            "created_at": now, "updated_at": now, "sandbox": new_name(),
+        }  # fmt: skip
+        with _name_taken(definition.name), self.database.engine.begin() as connection:
+            agent_id: int = connection.execute(insert(agents).returning(_a.id), row).scalar_one()
+        return self.get(owner, agent_id)
 
     def update(self, owner: str, agent_id: int, definition: AgentDefinition) -> Agent:
         self.get(owner, agent_id)
-
-        def work(connection: sqlite.Connection) -> None:
-            self._check_free(connection, owner, definition.name, agent_id)
-            connection.execute(
-                "UPDATE agents SET name = ?, definition = ?, updated_at = ? WHERE id = ?",
-                (definition.name, json.dumps(definition.to_json()), utc_now(), agent_id),
-            )
-
-        self.database.write(work)
+        change = (
+            update(agents)
+            .where(_a.id == agent_id)
+            .values(name=definition.name, definition=definition.to_json(), updated_at=utc_now())
+        )
+        with _name_taken(definition.name), self.database.engine.begin() as connection:
+            connection.execute(change)
         return self.get(owner, agent_id)
 
     def delete(self, owner: str, agent_id: int) -> None:
         """Delete the agent, its runs (by cascade) and its sandbox's files."""
         agent = self.get(owner, agent_id)
-        self.database.write(
-            lambda connection: connection.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
-        )
+        with self.database.engine.begin() as connection:
+            connection.execute(delete(agents).where(_a.id == agent_id))
         self.sandboxes.remove(agent.sandbox)
 
     def sweep_sandboxes(self) -> int:
         """Remove the sandboxes no agent names (left by a failed removal or a crash)."""
-        rows = self.database.reader().execute("SELECT sandbox FROM agents")
-        return self.sandboxes.sweep({row[0] for row in rows})
+        with self.database.engine.connect() as connection:
+            named = set(connection.scalars(select(_a.sandbox)))
+        return self.sandboxes.sweep(named)
 
-    @staticmethod
-    def _check_free(connection: sqlite.Connection, owner: str, name: str, own: int | None) -> None:
-        row = connection.execute(
-            "SELECT id FROM agents WHERE owner = ? AND name = ?", (owner, name)
-        ).fetchone()
-        if row is not None and row[0] != own:
-            raise InvalidRequest(f"you already have an agent named '{name}'", param="name")
+
+@contextmanager
+def _name_taken(name: str) -> Iterator[None]:
+    """The owner's other agent has ``name`` already: the unique (owner, name) refused it,
+    on either database, however many control planes wrote at once."""
+    try:
+        yield
+    except IntegrityError:
+        raise InvalidRequest(f"you already have an agent named '{name}'", param="name") from None

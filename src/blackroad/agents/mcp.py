@@ -53,12 +53,14 @@ from mcp.client import Transport as SdkTransport
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from sqlalchemy import Delete, RowMapping, Update, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from blackroad.agents.base import Tool, ToolContext, ToolResult
 from blackroad.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackroad.memory.conversations import utc_now
-from blackroad.store import sqlite
 from blackroad.store.database import Database
+from blackroad.store.schema import mcp_servers
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +174,20 @@ class McpServer:
 
 
 class McpServers:
-    """The MCP servers registered on this installation (table ``mcp_servers``)."""
+    """The MCP servers registered on this installation (table ``mcp_servers``, Core
+    statements on either database)."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
 
     def list(self) -> builtins.list[McpServer]:
-        rows = self.database.reader().execute(f"{_SELECT} ORDER BY name")
-        return [_server(row) for row in rows]
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(_SELECT.order_by(_s.name)).mappings()
+            return [_server(row) for row in rows]
 
     def get(self, name: str) -> McpServer:
-        row = self.database.reader().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
+        with self.database.engine.connect() as connection:
+            row = connection.execute(_SELECT.where(_s.name == name)).mappings().first()
         if row is None:
             raise NotFound(f"no MCP server named {name!r}")
         return _server(row)
@@ -190,17 +195,15 @@ class McpServers:
     def add(self, server: McpServer) -> None:
         own_columns = ("name", "transport", "trusted")
         definition = {k: v for k, v in asdict(server).items() if k not in own_columns}
-
-        def insert(connection: sqlite.Connection) -> None:
-            connection.execute(
-                "INSERT INTO mcp_servers (name, transport, definition, created_at, trusted) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (server.name, server.transport, json.dumps(definition), utc_now(), server.trusted),
-            )
-
+        row = {
+            "name": server.name, "transport": server.transport,
+            "definition": json.dumps(definition), "created_at": utc_now(),
+            "trusted": server.trusted,
+        }  # fmt: skip
         try:
-            self.database.write(insert)
-        except sqlite.IntegrityError:
+            with self.database.engine.begin() as connection:
+                connection.execute(insert(mcp_servers), row)
+        except IntegrityError:
             raise InvalidRequest(f"MCP server {server.name!r} already exists", "name") from None
 
     def connect(
@@ -211,28 +214,24 @@ class McpServers:
 
     def set_trusted(self, name: str, trusted: bool) -> McpServer:
         """Believe the server's read-only claims, or stop believing them, from the next run on."""
-
-        def change(connection: sqlite.Connection) -> int:
-            return connection.execute(
-                "UPDATE mcp_servers SET trusted = ? WHERE name = ?", (trusted, name)
-            ).rowcount
-
-        if self.database.write(change) == 0:
-            raise NotFound(f"no MCP server named {name!r}")
+        self._change(name, update(mcp_servers).where(_s.name == name).values(trusted=trusted))
         return self.get(name)
 
     def remove(self, name: str) -> None:
-        def delete(connection: sqlite.Connection) -> int:
-            return connection.execute("DELETE FROM mcp_servers WHERE name = ?", (name,)).rowcount
+        self._change(name, delete(mcp_servers).where(_s.name == name))
 
-        if self.database.write(delete) == 0:
-            raise NotFound(f"no MCP server named {name!r}")
+    def _change(self, name: str, statement: Update | Delete) -> None:
+        """Run ``statement`` on the server ``name``; NotFound where there is none."""
+        with self.database.engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
+                raise NotFound(f"no MCP server named {name!r}")
 
 
-_SELECT = "SELECT name, transport, definition, trusted FROM mcp_servers"
+_s = mcp_servers.c
+_SELECT = select(_s.name, _s.transport, _s.definition, _s.trusted)
 
 
-def _server(row: sqlite.Row) -> McpServer:
+def _server(row: RowMapping) -> McpServer:
     definition = json.loads(row["definition"])
     return McpServer(row["name"], row["transport"], **definition, trusted=bool(row["trusted"]))
 

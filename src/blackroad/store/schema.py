@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     cast,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -331,4 +333,27 @@ memory_versions = _owned(
     Column("changed_by", String(128), nullable=False),
     Column("changed_at", Text, nullable=False),
     UniqueConstraint("memory_id", "version"),
+)
+
+# Agents and MCP servers (migrations 0010, 0011, 0013): Core tables, reached through
+# ``agents/definitions.py`` and ``agents/mcp.py``.
+agents = _owned(
+    "agents",
+    Column("owner", String(128), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("definition", JSON, nullable=False),  # agents/definitions.py's AgentDefinition
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("sandbox", String(64), nullable=False),
+    UniqueConstraint("owner", "name"),
+    Index("ix_agents_sandbox", "sandbox", unique=True),
+)
+mcp_servers = Table(
+    "mcp_servers",
+    Base.metadata,
+    Column("name", String(32), primary_key=True),
+    Column("transport", String(8), nullable=False),
+    Column("definition", Text, nullable=False),  # JSON: the rest of agents.mcp.McpServer
+    Column("created_at", Text, nullable=False),
+    Column("trusted", Boolean, nullable=False, server_default=false()),
 )
