@@ -1,17 +1,22 @@
-"""Agent definitions and MCP servers as stored, on a SQLite file and on a real PostgreSQL."""
+"""Agents, their runs' journal and MCP servers as stored, on a SQLite file and a real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from blackroad.agents.definitions import AgentDefinition, Agents
+from blackroad.agents.journal import Journal, audit_entry
 from blackroad.agents.mcp import McpServer, McpServers
 from blackroad.agents.sandboxes import Sandboxes, new_name
+from blackroad.audit.log import AuditLog
 from blackroad.errors import InvalidRequest, NotFound
 from blackroad.store.database import Database
+from blackroad.store.schema import RequestRecord
 
 ALICE, BOB = "alice", "bob"
 
@@ -72,3 +77,46 @@ def test_mcp_servers_are_added_once_trusted_and_removed(database: Database) -> N
             gone()
     with pytest.raises(NotFound):
         servers.set_trusted("files", True)
+
+
+def test_a_run_and_its_steps_are_journaled_with_their_audit_and_usage(
+    database: Database, tmp_path: Path
+) -> None:
+    audit = AuditLog(database, tmp_path, "blackroad/test/journal")
+    journal = Journal(database, audit)
+    agents = Agents(database, Sandboxes(tmp_path / "sandboxes"))
+    agent = agents.create(ALICE, AgentDefinition("helper", "smollm2:135m", tools=("clock",)))
+    run = journal.start(agent, "What time is it?")
+    assert (run.status, run.sandbox, run.definition) == ("running", agent.sandbox, agent.definition)
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    usage = RequestRecord(
+        created_at=started, method="AGENT", path=f"/api/agents/runs/{run.id}",
+        model="smollm2:135m", user=ALICE, status=200, prompt_tokens=30, completion_tokens=5,
+        duration_ms=40.0,
+    )  # fmt: skip
+    calls = {"content": "", "calls": [{"id": "c1", "name": "clock", "arguments": {}}]}
+    model = journal.add_step(run, "model", "completed", "smollm2:135m", sent=["clock"],
+                             output=calls, usage=usage)  # fmt: skip
+    tool = journal.add_step(
+        run, "tool", "started", "clock", call_id="c1", sent={"zone": "UTC"},
+        audit=audit_entry("tool", {"run": run.id, "tool": "clock"}, {"zone": "UTC"}),
+    )  # fmt: skip
+    assert (model.seq, model.output, tool.seq, tool.input) == (1, calls, 2, {"zone": "UTC"})
+    assert tool.output is None and database.tokens_since(ALICE, None, started) == 35
+    done = journal.update_step(tool, "completed", output={"content": "12:00"}, duration_ms=3.0)
+    assert done is not None and (done.output, done.call_id) == ({"content": "12:00"}, "c1")
+    assert journal.update_step(tool, "rejected", decided_by=BOB) is None  # not "started" now
+    finished = journal.set_status(run, "succeeded", answer="Noon.")
+    assert finished is not None and (finished.status, finished.answer) == ("succeeded", "Noon.")
+    assert journal.set_status(run, "failed", error="too late") is None  # finished already
+    assert [r.id for r in journal.runs(ALICE, agent.id, ["succeeded"])] == [run.id]
+    assert journal.runs(BOB) == [] and journal.runs(None, statuses=["running"]) == []
+    assert [s.id for s in journal.steps(run.id)] == [model.id, tool.id]
+    assert [kind for kind in _kinds(audit)] == ["agent.tool", "agent.run"]
+    agents.delete(ALICE, agent.id)  # its runs go with it
+    with pytest.raises(NotFound):
+        journal.run(run.id)
+
+
+def _kinds(audit: AuditLog) -> list[str]:
+    return [json.loads(text)["kind"] for _, text, _ in audit.records()]

@@ -83,7 +83,7 @@ def test_control_planes_starting_together_migrate_one_database_once(postgres: Po
 @pytest.mark.xfail(
     strict=True,
     raises=RuntimeError,
-    reason="knowledge bases, agents and their journal are SQLite-only so far",
+    reason="knowledge bases and the usage reports are SQLite-only so far",
 )
 def test_up_serves_with_its_state_in_postgresql(postgres: Postgres, tmp_path: Path) -> None:
     url = postgres.new_database()

@@ -4,7 +4,8 @@ Every write here is one transaction that also appends the step's audit
 record (``agent.*`` kinds), so a step and its audit record exist together or
 not at all, and a kill -9 leaves the run exactly at its last committed step.
 The run loop (``agents/runner.py``) reads a run back from here to go on
-after a restart.
+after a restart. SQLAlchemy Core statements over ``store.schema``'s tables,
+on either database.
 
 A tool step is written ``started`` before the tool runs and ``completed``
 with its result after, so a restart can tell a call that finished (its
@@ -21,17 +22,18 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from sqlalchemy import Connection, RowMapping, Select, func, insert, select, update
 
 from blackroad.agents.definitions import Agent, AgentDefinition
 from blackroad.audit.log import AuditLog, Entry
 from blackroad.errors import NotFound
 from blackroad.memory.conversations import utc_now
-from blackroad.store import sqlite
-from blackroad.store.database import Database, raw_connection
-from blackroad.store.schema import RequestRecord
+from blackroad.store.database import Database
+from blackroad.store.schema import RequestRecord, agent_runs, agent_steps, agents
 
 RunStatus = Literal[
     "running", "awaiting_approval", "succeeded", "failed", "cancelled", "step_limit"
@@ -91,27 +93,26 @@ class Step:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _run(row: sqlite.Row) -> Run:
-    definition = AgentDefinition.of(json.loads(row["definition"]))
+def _run(row: RowMapping) -> Run:
+    definition = AgentDefinition.of(row["definition"])
     return Run(
         row["id"], row["agent_id"], row["owner"], definition, row["input"], row["status"],
         row["answer"], row["error"], row["created_at"], row["updated_at"], row["sandbox"],
     )  # fmt: skip
 
 
-def _step(row: sqlite.Row) -> Step:
-    def loaded(text: str | None) -> Any:
-        return None if text is None else json.loads(text)
-
+def _step(row: RowMapping) -> Step:
     return Step(
         row["id"], row["run_id"], row["seq"], row["kind"], row["status"], row["name"],
-        row["call_id"], loaded(row["input"]), loaded(row["output"]), row["decided_by"],
-        row["reason"], row["duration_ms"], row["created_at"], row["updated_at"],
+        row["call_id"], row["input"], row["output"], row["decided_by"], row["reason"],
+        row["duration_ms"], row["created_at"], row["updated_at"],
     )  # fmt: skip
 
 
+_r, _st = agent_runs.c, agent_steps.c
 # A run with its agent's sandbox (a run goes with its agent, so there is always one).
-_RUN = "SELECT r.*, a.sandbox FROM agent_runs r JOIN agents a ON a.id = r.agent_id"
+_RUN = select(agent_runs, agents.c.sandbox).join(agents, agents.c.id == _r.agent_id)
+_STEPS = select(agent_steps)
 
 
 def shown_to(step: dict[str, Any], readable: Container[int]) -> dict[str, Any]:
@@ -150,10 +151,10 @@ class Journal:
     # -- reads ---------------------------------------------------------------
 
     def run(self, run_id: int) -> Run:
-        row = self.database.reader().execute(f"{_RUN} WHERE r.id = ?", (run_id,)).fetchone()
-        if row is None:
+        rows = self._rows(_RUN.where(_r.id == run_id))
+        if not rows:
             raise NotFound(f"run {run_id} not found")
-        return _run(row)
+        return _run(rows[0])
 
     def runs(
         self,
@@ -163,55 +164,45 @@ class Journal:
         limit: int = 100,
     ) -> builtins.list[Run]:
         """Newest first; ``owner`` None: everyone's (what an admin sees)."""
-        where: list[str] = ["1 = 1"]
-        values: list[str | int] = []
+        query = _RUN.order_by(_r.id.desc()).limit(limit)
         if owner is not None:
-            where.append("r.owner = ?")
-            values.append(owner)
+            query = query.where(_r.owner == owner)
         if agent_id is not None:
-            where.append("r.agent_id = ?")
-            values.append(agent_id)
+            query = query.where(_r.agent_id == agent_id)
         if statuses:
-            where.append(f"r.status IN ({', '.join('?' * len(statuses))})")
-            values.extend(statuses)
-        query = f"{_RUN} WHERE {' AND '.join(where)} ORDER BY r.id DESC LIMIT ?"
-        return [_run(row) for row in self.database.reader().execute(query, (*values, limit))]
+            query = query.where(_r.status.in_(statuses))
+        return [_run(row) for row in self._rows(query)]
 
     def steps(self, run_id: int) -> builtins.list[Step]:
-        rows = self.database.reader().execute(
-            "SELECT * FROM agent_steps WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
-        return [_step(row) for row in rows]
+        return [
+            _step(row) for row in self._rows(_STEPS.where(_st.run_id == run_id).order_by(_st.seq))
+        ]
 
     def step(self, run_id: int, step_id: int) -> Step:
-        row = (
-            self.database.reader()
-            .execute("SELECT * FROM agent_steps WHERE run_id = ? AND id = ?", (run_id, step_id))
-            .fetchone()
-        )
-        if row is None:
+        rows = self._rows(_STEPS.where(_st.run_id == run_id, _st.id == step_id))
+        if not rows:
             raise NotFound(f"step {step_id} of run {run_id} not found")
-        return _step(row)
+        return _step(rows[0])
+
+    def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
+        with self.database.engine.connect() as connection:
+            return connection.execute(query).mappings().all()
 
     # -- writes --------------------------------------------------------------
 
     def start(self, agent: Agent, text: str) -> Run:
         """A new run of ``agent`` on ``text``, with the agent's definition as it is now."""
         now = utc_now()
-
-        def work(connection: sqlite.Connection) -> int:
-            cursor = connection.execute(
-                "INSERT INTO agent_runs (agent_id, owner, definition, input, status,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                (agent.id, agent.owner, json.dumps(agent.definition.to_json()), text, now, now),
-            )
-            run_id = int(cursor.lastrowid or 0)
+        row = {
+            "agent_id": agent.id, "owner": agent.owner, "definition": agent.definition.to_json(),
+            "input": text, "status": "running", "created_at": now, "updated_at": now,
+        }  # fmt: skip
+        with self.database.engine.begin() as connection:
+            run_id: int = connection.execute(insert(agent_runs).returning(_r.id), row).scalar_one()
             facts = {"run": run_id, "agent": agent.definition.name, "user": agent.owner}
             sent = {"definition": agent.definition.to_json(), "input": text}
             self.audit.append_to(connection, audit_entry("run", facts, sent))
-            return run_id
-
-        return self.run(self.database.write(work))
+        return self.run(run_id)
 
     def add_step(
         self,
@@ -229,28 +220,28 @@ class Journal:
     ) -> Step:
         """A new step; ``usage``, a model call's, goes into the request log with it."""
         now = utc_now()
+        row = {
+            "run_id": run.id, "kind": kind, "status": status, "name": name, "call_id": call_id,
+            "input": sent, "output": output, "duration_ms": duration_ms, "created_at": now,
+            "updated_at": now,
+            "seq": select(func.coalesce(func.max(_st.seq), 0) + 1)
+            .where(_st.run_id == run.id)
+            .scalar_subquery(),
+        }  # fmt: skip
+        new_step = insert(agent_steps).values(row).returning(_st.id)
 
-        def work(connection: sqlite.Connection) -> None:
-            (seq,) = connection.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM agent_steps WHERE run_id = ?", (run.id,)
-            ).fetchone()
-            cursor = connection.execute(
-                "INSERT INTO agent_steps (run_id, seq, kind, status, name, call_id, input,"
-                " output, duration_ms, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.id, seq, kind, status, name, call_id, _json(sent), _json(output),
-                 duration_ms, now, now),
-            )  # fmt: skip
+        def work(connection: Connection) -> None:
+            added.append(connection.execute(new_step).scalar_one())
             self._touch(connection, run.id, now)
             if audit is not None:
                 self.audit.append_to(connection, audit)
-            added.append(int(cursor.lastrowid or 0))
 
         added: list[int] = []
         if usage is None:
-            self.database.write(work)
+            with self.database.engine.begin() as connection:
+                work(connection)
         else:  # in the request log too: the owner's usage, budgets and costs count it
-            self.database.record_request(usage, also=lambda tx: work(raw_connection(tx)))
+            self.database.record_request(usage, also=work)
         return self.step(run.id, added[0])
 
     def update_step(
@@ -267,23 +258,24 @@ class Journal:
     ) -> Step | None:
         """The step moved to ``status``; None if it was no longer ``expect`` (another won)."""
         now = utc_now()
-
-        def work(connection: sqlite.Connection) -> bool:
-            cursor = connection.execute(
-                "UPDATE agent_steps SET status = ?, output = coalesce(?, output),"
-                " duration_ms = coalesce(?, duration_ms), decided_by = coalesce(?, decided_by),"
-                " reason = coalesce(?, reason), updated_at = ? WHERE id = ? AND status = ?",
-                (status, _json(output), duration_ms, decided_by, reason, now, step.id,
-                 expect or step.status),
-            )  # fmt: skip
-            if cursor.rowcount == 0:
-                return False
+        given = {"output": output, "duration_ms": duration_ms, "decided_by": decided_by,
+                 "reason": reason}  # fmt: skip
+        change = (
+            update(agent_steps)
+            .where(_st.id == step.id, _st.status == (expect or step.status))
+            .values(
+                status=status,
+                updated_at=now,
+                **{column: value for column, value in given.items() if value is not None},
+            )
+        )
+        with self.database.engine.begin() as connection:
+            if connection.execute(change).rowcount == 0:
+                return None
             self._touch(connection, step.run_id, now)
             if audit is not None:
                 self.audit.append_to(connection, audit)
-            return True
-
-        return self.step(step.run_id, step.id) if self.database.write(work) else None
+        return self.step(step.run_id, step.id)
 
     def set_status(
         self,
@@ -295,26 +287,23 @@ class Journal:
         audit: Entry | None = None,
     ) -> Run | None:
         """The run moved to ``status``, unless it has finished already (None then)."""
-        now = utc_now()
-        finished = ", ".join(f"'{name}'" for name in sorted(FINISHED))
-
-        def work(connection: sqlite.Connection) -> bool:
-            cursor = connection.execute(
-                "UPDATE agent_runs SET status = ?, answer = coalesce(?, answer),"  # noqa: S608 (constants)
-                " error = coalesce(?, error), updated_at = ?"
-                f" WHERE id = ? AND status NOT IN ({finished})",
-                (status, answer, error, now, run.id),
+        given = {"answer": answer, "error": error}
+        change = (
+            update(agent_runs)
+            .where(_r.id == run.id, _r.status.not_in(sorted(FINISHED)))
+            .values(
+                status=status,
+                updated_at=utc_now(),
+                **{column: value for column, value in given.items() if value is not None},
             )
-            if cursor.rowcount and audit is not None:
+        )
+        with self.database.engine.begin() as connection:
+            if connection.execute(change).rowcount == 0:
+                return None
+            if audit is not None:
                 self.audit.append_to(connection, audit)
-            return cursor.rowcount > 0
-
-        return self.run(run.id) if self.database.write(work) else None
+        return self.run(run.id)
 
     @staticmethod
-    def _touch(connection: sqlite.Connection, run_id: int, now: str) -> None:
-        connection.execute("UPDATE agent_runs SET updated_at = ? WHERE id = ?", (now, run_id))
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    def _touch(connection: Connection, run_id: int, now: str) -> None:
+        connection.execute(update(agent_runs).where(_r.id == run_id).values(updated_at=now))

@@ -357,3 +357,32 @@ mcp_servers = Table(
     Column("created_at", Text, nullable=False),
     Column("trusted", Boolean, nullable=False, server_default=false()),
 )
+agent_runs = _owned(
+    "agent_runs",
+    _parent("agent_id", "agents.id"),
+    Column("owner", String(128), nullable=False, index=True),
+    Column("definition", JSON, nullable=False),  # the agent as it was at the start
+    Column("input", Text, nullable=False),
+    Column("status", String(24), nullable=False, index=True),
+    Column("answer", Text),
+    Column("error", Text),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+)
+agent_steps = _owned(
+    "agent_steps",
+    Column("run_id", BigInt, ForeignKey("agent_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInt, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("call_id", String(64)),
+    Column("input", JSON(none_as_null=True)),
+    Column("output", JSON(none_as_null=True)),
+    Column("decided_by", String(128)),
+    Column("reason", Text),
+    Column("duration_ms", Float),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    UniqueConstraint("run_id", "seq"),
+)
