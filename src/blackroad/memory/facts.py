@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Float,
@@ -141,6 +142,12 @@ _COLUMNS = (
 )  # fmt: skip
 _MEMORY = select(*_COLUMNS)
 _HISTORY = select(_v.version, _v.text, _v.changed_by, _v.changed_at).order_by(_v.version)
+# Statements on the path of a chat that asks for memory are built once, with
+# parameters: building one per call cost more than running it (~0.1 ms on SQLite).
+_OWNER: BindParameter[str] = bindparam("owner")
+_ONE = _MEMORY.where(_m.id == bindparam("memory"), _m.owner == _OWNER)
+_ANY = select(_m.id).where(_m.owner == _OWNER).limit(1)
+_LIST = _MEMORY.where(_m.owner == _OWNER).order_by(_m.updated_at.desc(), _m.id.desc())
 
 
 def _memory(row: RowMapping, similarity: float | None = None) -> Memory:
@@ -150,16 +157,17 @@ def _memory(row: RowMapping, similarity: float | None = None) -> Memory:
     )  # fmt: skip
 
 
-def _width_is(dialect: str, dimensions: int) -> ColumnElement[bool]:
-    """Whether a memory's vector is ``dimensions`` wide (float32 bytes on SQLite)."""
+def _width(dialect: str) -> ColumnElement[int]:
+    """How many dimensions a memory's vector has (float32 bytes on SQLite)."""
     if dialect == "postgresql":
-        return func.vector_dims(_m.embedding) == dimensions
-    return func.length(_m.embedding) == 4 * dimensions
+        return func.vector_dims(_m.embedding)
+    return func.length(_m.embedding).op("/")(4)  # SQLite's integer division, as is
 
 
-def _distance(dialect: str, query: Sequence[float]) -> ColumnElement[float]:
-    """A memory's cosine distance from ``query``: sqlite-vec's function, or pgvector's ``<=>``."""
-    vector = bindparam("query", list(query), type_=Embedding())
+def _distance(dialect: str) -> ColumnElement[float]:
+    """A memory's cosine distance from the bound ``query`` vector: sqlite-vec's function,
+    or pgvector's ``<=>``."""
+    vector = bindparam("query", type_=Embedding())
     if dialect == "postgresql":
         return _m.embedding.op("<=>", return_type=Float())(vector)
     return func.vec_distance_cosine(_m.embedding, vector, type_=Float())
@@ -180,6 +188,23 @@ class MemoryStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        width, distance = _width(database.dialect), _distance(database.dialect).label("distance")
+        stale = or_(
+            _m.embedding.is_(None),
+            _m.embedding_model.is_distinct_from(bindparam("model")),
+            width != bindparam("width"),
+        )
+        self._unembedded = _MEMORY.where(_m.owner == _OWNER, stale).order_by(_m.id)
+        self._recall = (
+            select(*_COLUMNS, distance)
+            .where(
+                _m.owner == _OWNER,
+                _m.embedding_model == bindparam("model"),
+                width == bindparam("width"),
+            )
+            .order_by(distance, _m.id)
+            .limit(bindparam("k"))
+        )
 
     def add(
         self,
@@ -230,15 +255,14 @@ class MemoryStore:
 
     def list(self, owner: str) -> builtins.list[Memory]:
         """``owner``'s memories, the latest changed first."""
-        query = _MEMORY.where(_m.owner == owner).order_by(_m.updated_at.desc(), _m.id.desc())
-        return [_memory(row) for row in self._rows(query)]
+        return [_memory(row) for row in self._rows(_LIST, owner=owner)]
 
     def has_any(self, owner: str) -> bool:
         """Has ``owner`` any memory at all (else recall need not embed the query)?"""
-        return bool(self._rows(select(_m.id).where(_m.owner == owner).limit(1)))
+        return bool(self._rows(_ANY, owner=owner))
 
     def get(self, owner: str, memory_id: int) -> Memory:
-        rows = self._rows(_MEMORY.where(_m.id == memory_id, _m.owner == owner))
+        rows = self._rows(_ONE, memory=memory_id, owner=owner)
         if not rows:
             raise NotFound(f"memory {memory_id} not found")
         return _memory(rows[0])
@@ -296,13 +320,8 @@ class MemoryStore:
         self, owner: str, embedding_model: str, dimensions: int
     ) -> builtins.list[Memory]:
         """``owner``'s memories with no ``dimensions``-wide vector from ``embedding_model``."""
-        stale = or_(
-            _m.embedding.is_(None),
-            _m.embedding_model.is_distinct_from(embedding_model),
-            ~_width_is(self.database.dialect, dimensions),
-        )
-        query = _MEMORY.where(_m.owner == owner, stale).order_by(_m.id)
-        return [_memory(row) for row in self._rows(query)]
+        rows = self._rows(self._unembedded, owner=owner, model=embedding_model, width=dimensions)
+        return [_memory(row) for row in rows]
 
     def set_embeddings(
         self,
@@ -335,23 +354,19 @@ class MemoryStore:
 
         Only memories embedded by ``embedding_model`` at the query's width are compared.
         """
-        dialect = self.database.dialect
-        distance = _distance(dialect, query_vector).label("distance")
-        query = (
-            select(*_COLUMNS, distance)
-            .where(
-                _m.owner == owner,
-                _m.embedding_model == embedding_model,
-                _width_is(dialect, len(query_vector)),
-            )
-            .order_by(distance, _m.id)
-            .limit(k)
+        rows = self._rows(
+            self._recall,
+            owner=owner,
+            model=embedding_model,
+            width=len(query_vector),
+            query=list(query_vector),
+            k=k,
         )
-        return [_memory(row, 1.0 - row["distance"]) for row in self._rows(query)]
+        return [_memory(row, 1.0 - row["distance"]) for row in rows]
 
-    def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
+    def _rows(self, statement: Select[Any], /, **parameters: Any) -> Sequence[RowMapping]:
         with self.database.engine.connect() as connection:
-            return connection.execute(query).mappings().all()
+            return connection.execute(statement, parameters).mappings().all()
 
 
 def _add_versions(
